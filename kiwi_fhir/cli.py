@@ -1,0 +1,110 @@
+"""The ``kiwi-fhir`` command line.
+
+Errors we raise on purpose (``KiwiError``) print one line on stderr and exit
+non-zero; ``--debug`` shows the traceback instead. Subcommands import their
+heavy modules lazily so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kiwi_fhir import __version__
+from kiwi_fhir.errors import KiwiError
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from kiwi_fhir.evaluation import evaluate_dirs, format_report
+
+    result = evaluate_dirs(Path(args.gold), Path(args.pred), seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from kiwi_fhir.extract_cli import run_extract
+
+    return run_extract(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from kiwi_fhir.training.train import run_train
+
+    return run_train(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    raise KiwiError("'serve' is not available in this version yet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kiwi-fhir",
+        description="Extract problems, tests, drugs, treatments, their modifiers and "
+        "relations from clinical notes.",
+    )
+    p.add_argument("--version", action="version", version=f"kiwi-fhir {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ex = sub.add_parser("extract", help="extract entities, modifiers and relations from notes")
+    ex.add_argument("paths", nargs="+", metavar="PATH", help="note files or directories; '-' = stdin")
+    ex.add_argument("--format", choices=["json", "brat"], default="json")
+    ex.add_argument("--out", metavar="DIR", help="write NAME.json / NAME.ann here (default stdout)")
+    ex.add_argument(
+        "--given-entities",
+        action="store_true",
+        help="keep the main entities of NAME.ann beside each NAME.txt; predict modifiers "
+        "and relations only",
+    )
+    ex.add_argument("--model", metavar="DIR", help="model directory (default: the packaged one)")
+    ex.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    ex.add_argument("--batch-size", type=int, default=16, help="windows per inference batch")
+    ex.set_defaults(func=_cmd_extract)
+
+    ev = sub.add_parser("eval", help="score predicted brat files against gold ones")
+    ev.add_argument("gold", metavar="GOLD_DIR")
+    ev.add_argument("pred", metavar="PRED_DIR")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--seed", type=int, default=13, help="bootstrap seed (default 13)")
+    ev.set_defaults(func=_cmd_eval)
+
+    tr = sub.add_parser("train", help="fine-tune an encoder on brat-annotated notes")
+    tr.add_argument("--data", required=True, metavar="DIR", help="brat .txt/.ann directory")
+    tr.add_argument("--dev-split", metavar="FILE", help="note IDs held out (default: packaged)")
+    tr.add_argument("--out", required=True, metavar="MODEL_DIR")
+    tr.add_argument("--encoder", metavar="DIR", help="BERT-style encoder (default: MiniLM-L6)")
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--seed", type=int, default=13)
+    tr.add_argument("--max-notes", type=int, help="train on the first N notes only (smoke tests)")
+    tr.add_argument("--no-quantize", action="store_true", help="skip the int8 model")
+    tr.set_defaults(func=_cmd_train)
+
+    sv = sub.add_parser("serve", help="run the gRPC / MLLP / HTTP service")
+    sv.set_defaults(func=_cmd_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KiwiError as exc:
+        if args.debug:
+            raise
+        print(f"kiwi-fhir: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
