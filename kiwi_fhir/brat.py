@@ -88,7 +88,10 @@ def parse_ann(
             if len(fields) != 3 or fields[0] != RELATION_TYPE:
                 fail(lineno, f"expected 'R<n>\\t{RELATION_TYPE} Arg1:<id> Arg2:<id>'")
                 continue
-            args = dict(m.groups() for m in map(_ARG_RE.match, fields[1:]) if m)
+            args: dict[str, str] = {}
+            for m in map(_ARG_RE.match, fields[1:]):
+                if m:
+                    args[m.group(1)] = m.group(2)
             if set(args) != {"1", "2"}:
                 fail(lineno, "relation needs Arg1 and Arg2")
                 continue

@@ -1,0 +1,149 @@
+"""In-process extractor on onnxruntime: the embedded default, no torch.
+
+A model directory holds ``config.json`` (tag sets, window sizes, file
+names), the tokenizer, the int8 tagger, optionally its fp32 original, and
+the relation scorer. The packaged default lives in
+``kiwi_fhir/models/default``; ``make model`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kiwi_fhir.core import Document, Entity, Extraction
+from kiwi_fhir.errors import ModelError
+from kiwi_fhir.extractors.base import Extractor
+from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
+from kiwi_fhir.extractors.encoding import load_tokenizer
+from kiwi_fhir.extractors.pipeline import BertPipeline, PipelineConfig
+
+FORMAT = "kiwi-fhir-bert/1"
+
+
+def default_model_dir() -> Path:
+    return Path(str(resources.files("kiwi_fhir") / "models" / "default"))
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ModelError(
+            f"no model installed at {model_dir} (config.json missing); "
+            "build one with 'make model' or pass --model DIR"
+        )
+    try:
+        cfg: dict[str, Any] = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{cfg_path}: invalid JSON at line {exc.lineno}") from exc
+    if cfg.get("format") != FORMAT:
+        raise ModelError(f"{cfg_path}: unsupported model format {cfg.get('format')!r}")
+    if (tuple(cfg["main_tags"]), tuple(cfg["mod_tags"]), tuple(cfg["feat_sizes"])) != (
+        MAIN_TAGS, MOD_TAGS, FEAT_SIZES
+    ):
+        raise ModelError(f"{cfg_path}: label set differs from this kiwi-fhir version")
+    return cfg
+
+
+class OrtRunner:
+    """Two onnxruntime sessions; ``InferenceSession.run`` is thread-safe."""
+
+    def __init__(self, tagger: Path, relation: Path, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - core dependency
+            raise ModelError("onnxruntime is not installed") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        try:
+            self.tagger = ort.InferenceSession(str(tagger), opts, providers=providers)
+            self.relation = ort.InferenceSession(str(relation), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"cannot load ONNX model from {tagger.parent}: {exc}") from exc
+
+    def tag(
+        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+        a, b, h = self.tagger.run(None, {"input_ids": input_ids, "attention_mask": mask})
+        return a, b, h
+
+    def relate(self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]) -> NDArray[np.float32]:
+        (out,) = self.relation.run(None, {"span_repr": span_repr, "feats": feats})
+        result: NDArray[np.float32] = out
+        return result
+
+
+class OnnxExtractor(Extractor):
+    name = "onnx"
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        threads: int = 2,
+        batch_size: int = 16,
+        precision: str = "int8",
+        pipeline: PipelineConfig | None = None,
+    ) -> None:
+        self.model_dir = model_dir or default_model_dir()
+        self.threads = threads
+        self.batch_size = batch_size
+        self.precision = precision
+        self._pipeline_cfg = pipeline
+        self._runner: OrtRunner | None = None
+        self._pipe: BertPipeline | None = None
+        self._cfg: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._runner is not None:
+                return
+            cfg = read_model_config(self.model_dir)
+            key = "tagger" if self.precision == "int8" else "tagger_fp32"
+            if not cfg.get(key) or not (self.model_dir / cfg[key]).is_file():
+                raise ModelError(f"{self.model_dir}: no {self.precision} tagger in this model")
+            pc = self._pipeline_cfg or PipelineConfig(
+                max_len=int(cfg["max_len"]), stride=int(cfg["stride"]),
+                batch_size=self.batch_size,
+                relation_threshold=float(cfg.get("relation_threshold", 0.5)),
+            )
+            self._pipe = BertPipeline(load_tokenizer(self.model_dir / cfg["tokenizer"]), pc)
+            self._runner = OrtRunner(
+                self.model_dir / cfg[key], self.model_dir / cfg["relation"], self.threads
+            )
+            self._cfg = cfg
+
+    @property
+    def model_id(self) -> str:
+        return str(self._cfg.get("model_id", "unloaded"))
+
+    def extract(
+        self,
+        documents: Sequence[Document],
+        given_entities: Sequence[Sequence[Entity] | None] | None = None,
+    ) -> list[Extraction]:
+        if self._runner is None or self._pipe is None:
+            self.load()
+        assert self._runner is not None and self._pipe is not None
+        return self._pipe.run(
+            self._runner, documents, given_entities,
+            model_id=self.model_id, backend=f"{self.name}-{self.precision}",
+        )
+
+    def health(self) -> bool:
+        return self._runner is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._runner = None
+            self._pipe = None

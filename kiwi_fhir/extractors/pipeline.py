@@ -1,0 +1,275 @@
+"""The BERT-style extraction pipeline, independent of where the network runs.
+
+read → encode into windows → tag both layers → constrained decode → pair
+candidates → relation scores → core ``Extraction``. A :class:`Runner`
+executes the two networks (onnxruntime in-process, Triton remotely, torch
+during training), so every backend shares one pre/post-processing path and
+gives identical spans for identical logits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from tokenizers import Tokenizer
+
+from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
+from kiwi_fhir.extractors.decode import (
+    MAIN_TAGS,
+    MOD_TAGS,
+    WordSpan,
+    pair_candidates,
+    spans_from_tags,
+    viterbi,
+)
+from kiwi_fhir.extractors.encoding import EncodedNote, batch_windows, encode_note
+from kiwi_fhir.segment import sentences
+
+FloatArray = NDArray[np.float32]
+
+
+class Runner(Protocol):
+    def tag(self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]) -> tuple[
+        FloatArray, FloatArray, FloatArray
+    ]:
+        """(main_logits, mod_logits, hidden) each (batch, seq, ·)."""
+        ...
+
+    def relate(self, span_repr: FloatArray, feats: NDArray[np.int64]) -> FloatArray:
+        """Relation logits (pairs,)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    max_len: int = 256
+    stride: int = 128
+    batch_size: int = 16
+    relation_threshold: float = 0.5
+    constrained: bool = True
+    learned_relations: bool = True
+
+
+def _softmax(x: FloatArray) -> FloatArray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    out: FloatArray = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    out: FloatArray = 1.0 / (1.0 + np.exp(-x))
+    return out
+
+
+def word_context(text: str, note: EncodedNote) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per word: sentence index, and whether a line break precedes it."""
+    starts = note.word_spans[:, 0] if note.n_words else np.zeros(0, dtype=np.int64)
+    sent_starts = np.asarray([s for s, _ in sentences(text)], dtype=np.int64)
+    sent = np.searchsorted(sent_starts, starts, side="right").astype(np.int64)
+    prev_end = np.concatenate(([0], note.word_spans[:-1, 1])) if note.n_words else starts
+    newline = np.asarray(
+        ["\n" in text[a:b] for a, b in zip(prev_end.tolist(), starts.tolist(), strict=True)],
+        dtype=np.int64,
+    )
+    return sent, newline
+
+
+def char_to_word_span(note: EncodedNote, start: int, end: int) -> tuple[int, int] | None:
+    ws = note.word_spans[:, 0]
+    inside = np.nonzero((ws >= start) & (ws < end))[0]
+    if inside.size == 0:
+        return None
+    return int(inside[0]), int(inside[-1])
+
+
+_TRAILING = re.compile(r"\s+$")
+
+
+class BertPipeline:
+    """Stateless apart from the tokenizer; safe to share between threads."""
+
+    def __init__(self, tokenizer: Tokenizer, config: PipelineConfig | None = None) -> None:
+        self.tok = tokenizer
+        self.cfg = config or PipelineConfig()
+        self.cls_id = tokenizer.token_to_id("[CLS]")
+        self.sep_id = tokenizer.token_to_id("[SEP]")
+        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+
+    def encode(self, text: str) -> EncodedNote:
+        return encode_note(self.tok, text, max_len=self.cfg.max_len, stride=self.cfg.stride)
+
+    def run(
+        self,
+        runner: Runner,
+        documents: Sequence[Document],
+        given: Sequence[Sequence[Entity] | None] | None = None,
+        *,
+        model_id: str = "",
+        backend: str = "",
+    ) -> list[Extraction]:
+        notes = [self.encode(d.text) for d in documents]
+        items = [(i, k) for i, n in enumerate(notes) for k in range(len(n.windows)) if n.n_words]
+        main_lp = [np.zeros((n.n_words, len(MAIN_TAGS)), np.float32) for n in notes]
+        mod_lp = [np.zeros((n.n_words, len(MOD_TAGS)), np.float32) for n in notes]
+        hidden: dict[tuple[int, int], FloatArray] = {}
+        bs = self.cfg.batch_size
+        for b0 in range(0, len(items), bs):
+            chunk = items[b0 : b0 + bs]
+            ids, mask = batch_windows(
+                [(notes[i], k) for i, k in chunk], self.cls_id, self.sep_id, self.pad_id
+            )
+            main_logits, mod_logits, hid = runner.tag(ids, mask)
+            for row, (i, k) in enumerate(chunk):
+                note = notes[i]
+                a, _ = note.windows[k]
+                owned = np.nonzero(note.owner[note.word_first] == k)[0]
+                pos = note.word_first[owned] - a + 1
+                main_lp[i][owned] = _softmax(main_logits[row, pos])
+                mod_lp[i][owned] = _softmax(mod_logits[row, pos])
+                hidden[(i, k)] = hid[row]
+        out = []
+        for i, (doc, note) in enumerate(zip(documents, notes, strict=True)):
+            given_i = given[i] if given is not None else None
+            out.append(
+                self._decode(runner, doc, note, i, main_lp[i], mod_lp[i], hidden, given_i,
+                             model_id, backend)
+            )
+        return out
+
+    def _path(self, probs: FloatArray, tags: tuple[str, ...]) -> NDArray[np.int64]:
+        if self.cfg.constrained:
+            return viterbi(np.log(probs + 1e-9), tags)
+        return probs.argmax(axis=-1).astype(np.int64)
+
+    def _decode(
+        self,
+        runner: Runner,
+        doc: Document,
+        note: EncodedNote,
+        i: int,
+        main_p: FloatArray,
+        mod_p: FloatArray,
+        hidden: dict[tuple[int, int], FloatArray],
+        given: Sequence[Entity] | None,
+        model_id: str,
+        backend: str,
+    ) -> Extraction:
+        text = doc.text
+        if not note.n_words:
+            return Extraction(document=doc, model=model_id, backend=backend)
+        if given is not None:
+            ents_w: list[WordSpan] = []
+            kept: list[Entity] = []
+            for e in given:
+                ws = char_to_word_span(note, e.start, e.end)
+                if ws is not None:
+                    ents_w.append(WordSpan(e.label, ws[0], ws[1], 1.0))
+                    kept.append(e)
+            entities = list(given)
+            ent_ids = [e.id for e in kept]
+        else:
+            ents_w = spans_from_tags(self._path(main_p, MAIN_TAGS), main_p, MAIN_TAGS)
+            entities = [self._mention(Entity, f"T{n + 1}", s, note, text, backend)
+                        for n, s in enumerate(ents_w)]
+            ent_ids = [e.id for e in entities]
+        mods_w = spans_from_tags(self._path(mod_p, MOD_TAGS), mod_p, MOD_TAGS)
+        used = {e.id for e in entities}
+        modifiers = []
+        for s in mods_w:
+            n = len(used) + 1
+            while f"T{n}" in used:
+                n += 1
+            used.add(f"T{n}")
+            modifiers.append(self._mention(Modifier, f"T{n}", s, note, text, backend))
+        relations = self._relate(runner, text, note, i, ents_w, mods_w, hidden)
+        return Extraction(
+            document=doc,
+            entities=tuple(entities),
+            modifiers=tuple(modifiers),
+            relations=tuple(
+                Relation(ent_ids[e], modifiers[m].id, conf, f"R{n + 1}")
+                for n, (e, m, conf) in enumerate(relations)
+            ),
+            model=model_id,
+            backend=backend,
+        )
+
+    @staticmethod
+    def _mention(kind: type, mid: str, s: WordSpan, note: EncodedNote, text: str,
+                 backend: str) -> Entity | Modifier:
+        start = int(note.word_spans[s.first, 0])
+        end = int(note.word_spans[s.last, 1])
+        return kind(mid, s.label, start, end, text[start:end], round(s.confidence, 4),
+                    source=backend or None)  # type: ignore[no-any-return]
+
+    def _relate(
+        self,
+        runner: Runner,
+        text: str,
+        note: EncodedNote,
+        i: int,
+        ents: Sequence[WordSpan],
+        mods: Sequence[WordSpan],
+        hidden: dict[tuple[int, int], FloatArray],
+    ) -> list[tuple[int, int, float]]:
+        if not ents or not mods:
+            return []
+        sent, newline = word_context(text, note)
+        pairs, feats = pair_candidates(ents, mods, sent, newline)
+        if not pairs:
+            return []
+        if not self.cfg.learned_relations:
+            return [(e, m, 1.0) for (e, m), f in zip(pairs, feats, strict=True) if f[4] == 0]
+        reprs, keep = gather_pairs(note, pairs, ents, mods, lambda k: hidden[(i, k)])
+        if not keep:
+            return []
+        probs = _sigmoid(runner.relate(np.stack(reprs), feats[keep]))
+        return [
+            (pairs[j][0], pairs[j][1], round(float(p), 4))
+            for j, p in zip(keep, probs.tolist(), strict=True)
+            if p >= self.cfg.relation_threshold
+        ]
+
+
+def pair_window(note: EncodedNote, lo_word: int, hi_word: int) -> int | None:
+    """The window holding both words whose centre is nearest their midpoint."""
+    a_sub, b_sub = int(note.word_first[lo_word]), int(note.word_first[hi_word])
+    mid = (a_sub + b_sub) / 2
+    best, best_d = None, float("inf")
+    for k, (a, b) in enumerate(note.windows):
+        if a <= a_sub and b_sub < b:
+            d = abs((a + b) / 2 - mid)
+            if d < best_d:
+                best, best_d = k, d
+    return best
+
+
+def gather_pairs(
+    note: EncodedNote,
+    pairs: Sequence[tuple[int, int]],
+    ents: Sequence[WordSpan],
+    mods: Sequence[WordSpan],
+    hidden_of: object,
+) -> tuple[list[FloatArray], list[int]]:
+    """Span representations [e_first, e_last, m_first, m_last] per pair."""
+    reprs: list[FloatArray] = []
+    keep: list[int] = []
+    get = hidden_of  # callable: window index -> (seq, hidden)
+    for j, (ei, mi) in enumerate(pairs):
+        e, m = ents[ei], mods[mi]
+        words = (e.first, e.last, m.first, m.last)
+        k = pair_window(note, min(words), max(words))
+        if k is None:
+            continue
+        h = get(k)  # type: ignore[operator]
+        a = note.windows[k][0]
+        pos = [int(note.word_first[w]) - a + 1 for w in words]
+        reprs.append(np.concatenate([h[p] for p in pos]).astype(np.float32))
+        keep.append(j)
+    return reprs, keep

