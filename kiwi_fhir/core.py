@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from kiwi_fhir.schema import ENTITY_TYPES, MODIFIER_TYPES, is_allowed
 
+
 @dataclass(frozen=True)
 class Document:
     """One clinical note: its decoded text plus where it came from.

@@ -9,7 +9,6 @@ gives identical spans for identical logits.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,7 +27,6 @@ from kiwi_fhir.extractors.decode import (
     viterbi,
 )
 from kiwi_fhir.extractors.encoding import EncodedNote, batch_windows, encode_note
-from kiwi_fhir.segment import sentences
 
 FloatArray = NDArray[np.float32]
 
@@ -48,7 +46,7 @@ class Runner(Protocol):
 @dataclass(frozen=True)
 class PipelineConfig:
     max_len: int = 256
-    stride: int = 128
+    stride: int = 192
     batch_size: int = 16
     relation_threshold: float = 0.5
     constrained: bool = True
@@ -68,16 +66,31 @@ def _sigmoid(x: FloatArray) -> FloatArray:
 
 
 def word_context(text: str, note: EncodedNote) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Per word: sentence index, and whether a line break precedes it."""
-    starts = note.word_spans[:, 0] if note.n_words else np.zeros(0, dtype=np.int64)
-    sent_starts = np.asarray([s for s, _ in sentences(text)], dtype=np.int64)
-    sent = np.searchsorted(sent_starts, starts, side="right").astype(np.int64)
-    prev_end = np.concatenate(([0], note.word_spans[:-1, 1])) if note.n_words else starts
-    newline = np.asarray(
-        ["\n" in text[a:b] for a, b in zip(prev_end.tolist(), starts.tolist(), strict=True)],
-        dtype=np.int64,
-    )
-    return sent, newline
+    """Per word: a sentence index, and whether a line break precedes it.
+
+    The break rule is part of the model's feature definition (frozen with
+    it), deliberately not ``kiwi_fhir.segment``: tuning the product
+    segmenter must never shift the inputs a trained model expects.
+    A sentence ends at a line break, or after ``. ? !`` when the next word
+    starts with an upper-case letter or digit.
+    """
+    n = note.n_words
+    if not n:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    spans = note.word_spans.tolist()
+    newline = np.zeros(n, dtype=np.int64)
+    brk = np.zeros(n, dtype=np.int64)
+    for w in range(1, n):
+        gap = text[spans[w - 1][1] : spans[w][0]]
+        if "\n" in gap:
+            newline[w] = brk[w] = 1
+        elif text[spans[w - 1][0] : spans[w - 1][1]] in _ENDERS and gap:
+            first = text[spans[w][0]]
+            brk[w] = int(first.isupper() or first.isdigit())
+    return np.cumsum(brk).astype(np.int64), newline
+
+
+_ENDERS = frozenset({".", "?", "!"})
 
 
 def char_to_word_span(note: EncodedNote, start: int, end: int) -> tuple[int, int] | None:
@@ -86,9 +99,6 @@ def char_to_word_span(note: EncodedNote, start: int, end: int) -> tuple[int, int
     if inside.size == 0:
         return None
     return int(inside[0]), int(inside[-1])
-
-
-_TRAILING = re.compile(r"\s+$")
 
 
 class BertPipeline:

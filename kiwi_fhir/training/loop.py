@@ -57,7 +57,7 @@ def fit(
     *,
     epochs: int,
     seed: int,
-    batch_size: int = 16,
+    batch_size: int = 8,
     lr: float = 1e-4,
     head_lr: float = 1e-3,
     eval_every: int = 5,
