@@ -77,14 +77,16 @@ def run_extract(args: argparse.Namespace) -> int:
     extractor.load()
     failed = 0
     ext = {"json": ".json", "brat": ".ann"}[args.format]
-    bar = tqdm(total=len(files) + stdin, unit="file", disable=len(files) + stdin < 2,
-               file=sys.stderr)
+    many = len(files) + stdin >= 2
+    bar = tqdm(total=len(files) + stdin, unit="file", file=sys.stderr,
+               disable=not (many and sys.stderr.isatty()))
     for job in _jobs(files, stdin, args.given_entities):
         bar.update(1)
         if len(job) == 2:
             path, reason = job  # type: ignore[misc]
             failed += 1
-            bar.write(f"kiwi-fhir: {reason}" if str(path) in reason else f"kiwi-fhir: {path}: {reason}")
+            msg = reason if str(path) in reason else f"{path}: {reason}"
+            bar.write(f"kiwi-fhir: {msg}", file=sys.stderr)
             continue
         path, docs, ents = job  # type: ignore[misc]
         results: list[Extraction] = []

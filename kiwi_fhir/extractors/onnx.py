@@ -9,6 +9,7 @@ the relation scorer. The packaged default lives in
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -29,6 +30,10 @@ FORMAT = "kiwi-fhir-bert/1"
 
 
 def default_model_dir() -> Path:
+    """``$KIWI_FHIR_MODEL`` if set (sites with their own model), else the packaged one."""
+    env = os.environ.get("KIWI_FHIR_MODEL")
+    if env:
+        return Path(env)
     return Path(str(resources.files("kiwi_fhir") / "models" / "default"))
 
 

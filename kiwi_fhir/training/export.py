@@ -14,6 +14,9 @@ def export_tagger(tagger: Tagger, path: Path) -> None:
     tagger.eval()
     ids = torch.ones((2, 16), dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
+    # A padded row is essential: traced with an all-ones mask, transformers
+    # drops the mask and the graph would let windows attend to padding.
+    mask[1, 10:] = 0
     torch.onnx.export(
         tagger,
         (ids, mask),
