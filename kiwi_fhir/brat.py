@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiwi_fhir.core import Document, Entity, Extraction, Mention, Modifier, Relation
 from kiwi_fhir.errors import AnnotationFormatError, DocumentError
 from kiwi_fhir.schema import ENTITY_TYPES, MODIFIER_TYPES, RELATION_TYPE
-from kiwi_fhir.core import Document, Entity, Extraction, Mention, Modifier, Relation
 
 _SPAN_RE = re.compile(r"^(\d+) (\d+)$")
 _ARG_RE = re.compile(r"^Arg([12]):(\S+)$")
