@@ -40,9 +40,19 @@ def _child(model: str | None, precision: str, data: str, threads: int, repeat: i
         best = min(best, time.perf_counter() - t0)
         n_spans = sum(len(e.entities) + len(e.modifiers) for e in out)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"precision": precision, "notes": len(paths), "seconds": best,
-                      "notes_per_s": len(paths) / best, "peak_rss_mb": rss_mb,
-                      "load_s": load_s, "spans": n_spans}))
+    print(
+        json.dumps(
+            {
+                "precision": precision,
+                "notes": len(paths),
+                "seconds": best,
+                "notes_per_s": len(paths) / best,
+                "peak_rss_mb": rss_mb,
+                "load_s": load_s,
+                "spans": n_spans,
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -59,8 +69,18 @@ def main() -> int:
         return 0
     rows = []
     for precision in a.precision:
-        cmd = [sys.executable, __file__, "--child", precision, "--data", a.data,
-               "--threads", str(a.threads), "--repeat", str(a.repeat)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            precision,
+            "--data",
+            a.data,
+            "--threads",
+            str(a.threads),
+            "--repeat",
+            str(a.repeat),
+        ]
         if a.model:
             cmd += ["--model", a.model]
         res = subprocess.run(cmd, capture_output=True, text=True)
@@ -70,8 +90,10 @@ def main() -> int:
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     print(f"{'model':<8}{'notes':>7}{'seconds':>10}{'notes/s':>10}{'peak RSS MB':>13}{'load s':>8}")
     for r in rows:
-        print(f"{r['precision']:<8}{r['notes']:>7}{r['seconds']:>10.2f}{r['notes_per_s']:>10.2f}"
-              f"{r['peak_rss_mb']:>13.0f}{r['load_s']:>8.2f}")
+        print(
+            f"{r['precision']:<8}{r['notes']:>7}{r['seconds']:>10.2f}{r['notes_per_s']:>10.2f}"
+            f"{r['peak_rss_mb']:>13.0f}{r['load_s']:>8.2f}"
+        )
     return 0
 
 

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     ex = sub.add_parser("extract", help="extract entities, modifiers and relations from notes")
-    ex.add_argument("paths", nargs="+", metavar="PATH", help="note files or directories; '-' = stdin")
+    ex.add_argument(
+        "paths", nargs="+", metavar="PATH", help="note files or directories; '-' = stdin"
+    )
     ex.add_argument("--format", choices=["json", "brat"], default="json")
     ex.add_argument("--out", metavar="DIR", help="write NAME.json / NAME.ann here (default stdout)")
     ex.add_argument(

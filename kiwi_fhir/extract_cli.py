@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -50,19 +51,29 @@ def render(ex: Extraction, fmt: str) -> str:
     return json.dumps(to_dict(ex), indent=2, ensure_ascii=False) + "\n"
 
 
-def _jobs(files: list[Path], stdin: bool, given: bool) -> Iterator[
-    tuple[Path | None, list[Document], list[tuple[Entity, ...] | None]] | tuple[Path, str]
-]:
+@dataclass(frozen=True)
+class Job:
+    """One input file's documents, or the reason it could not be read."""
+
+    path: Path | None  # None = stdin
+    docs: list[Document]
+    given: list[tuple[Entity, ...] | None]
+    error: str = ""
+
+
+def _jobs(files: list[Path], stdin: bool, given: bool) -> Iterator[Job]:
     if stdin:
-        yield None, [Document(id="stdin", text=sys.stdin.read(), meta={"source": "stdin"})], [None]
+        doc = Document(id="stdin", text=sys.stdin.read(), meta={"source": "stdin"})
+        yield Job(None, [doc], [None])
     for f in files:
         try:
             docs = load_documents(f)
             ents = [given_entities(d, f) if given else None for d in docs]
         except KiwiError as exc:
-            yield f, str(exc)
+            msg = str(exc)
+            yield Job(f, [], [], msg if str(f) in msg else f"{f}: {msg}")
             continue
-        yield f, docs, ents  # type: ignore[misc]
+        yield Job(f, docs, ents)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -78,28 +89,29 @@ def run_extract(args: argparse.Namespace) -> int:
     failed = 0
     ext = {"json": ".json", "brat": ".ann"}[args.format]
     many = len(files) + stdin >= 2
-    bar = tqdm(total=len(files) + stdin, unit="file", file=sys.stderr,
-               disable=not (many and sys.stderr.isatty()))
+    bar = tqdm(
+        total=len(files) + stdin,
+        unit="file",
+        file=sys.stderr,
+        disable=not (many and sys.stderr.isatty()),
+    )
     for job in _jobs(files, stdin, args.given_entities):
         bar.update(1)
-        if len(job) == 2:
-            path, reason = job  # type: ignore[misc]
+        if job.error:
             failed += 1
-            msg = reason if str(path) in reason else f"{path}: {reason}"
-            bar.write(f"kiwi-fhir: {msg}", file=sys.stderr)
+            bar.write(f"kiwi-fhir: {job.error}", file=sys.stderr)
             continue
-        path, docs, ents = job  # type: ignore[misc]
         results: list[Extraction] = []
-        for c in range(0, len(docs), CHUNK):
-            given = ents[c : c + CHUNK] if args.given_entities else None
-            results.extend(extractor.extract(docs[c : c + CHUNK], given))
+        for c in range(0, len(job.docs), CHUNK):
+            given = job.given[c : c + CHUNK] if args.given_entities else None
+            results.extend(extractor.extract(job.docs[c : c + CHUNK], given))
         for n, ex in enumerate(results):
             text = render(ex, args.format)
-            if out_dir is None or path is None:
+            if out_dir is None or job.path is None:
                 sys.stdout.write(text)
                 continue
             out_dir.mkdir(parents=True, exist_ok=True)
-            stem = path.stem if len(results) == 1 else f"{path.stem}.{n + 1}"
+            stem = job.path.stem if len(results) == 1 else f"{job.path.stem}.{n + 1}"
             (out_dir / f"{stem}{ext}").write_text(text, encoding="utf-8")
     bar.close()
     return 1 if failed else 0

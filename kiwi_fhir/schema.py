@@ -32,7 +32,16 @@ MODIFIER_TYPES: Final[tuple[str, ...]] = (
 
 ALLOWED_MODIFIERS: Final[dict[str, frozenset[str]]] = {
     "problem": frozenset(
-        {"negation", "temporal", "severity", "condition", "uncertain", "subject", "bodyloc", "course"}
+        {
+            "negation",
+            "temporal",
+            "severity",
+            "condition",
+            "uncertain",
+            "subject",
+            "bodyloc",
+            "course",
+        }
     ),
     "test": frozenset({"negation", "temporal", "labvalue", "reference_range"}),
     "drug": frozenset(

@@ -33,8 +33,11 @@ def _mention(m: Mention) -> dict[str, Any]:
 def to_dict(ex: Extraction) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
-        "document": {"id": ex.document.id, "length": len(ex.document.text),
-                     "meta": dict(ex.document.meta)},
+        "document": {
+            "id": ex.document.id,
+            "length": len(ex.document.text),
+            "meta": dict(ex.document.meta),
+        },
         "model": ex.model,
         "backend": ex.backend,
         "entities": [_mention(e) for e in ex.entities],
@@ -52,8 +55,16 @@ def from_dict(data: dict[str, Any], text: str) -> Extraction:
 
     def mk(kind: type[Mention], d: dict[str, Any]) -> Any:
         frags = tuple(tuple(f) for f in d.get("fragments", ()))
-        return kind(d["id"], d["type"], d["start"], d["end"], d["text"], d.get("confidence"),
-                    frags, d.get("source"))  # type: ignore[arg-type]
+        return kind(
+            d["id"],
+            d["type"],
+            d["start"],
+            d["end"],
+            d["text"],
+            d.get("confidence"),
+            frags,
+            d.get("source"),
+        )
 
     return Extraction(
         document=Document(doc["id"], text, doc.get("meta", {})),

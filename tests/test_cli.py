@@ -25,7 +25,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_errors_are_one_line_without_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
     res = subprocess.run(
         [sys.executable, "-m", "kiwi_fhir.cli", "eval", str(tmp_path / "no"), str(tmp_path)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
@@ -34,8 +35,16 @@ def test_errors_are_one_line_without_traceback(tmp_path) -> None:  # type: ignor
 
 def test_debug_shows_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
     res = subprocess.run(
-        [sys.executable, "-m", "kiwi_fhir.cli", "--debug", "eval", str(tmp_path / "no"),
-         str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kiwi_fhir.cli",
+            "--debug",
+            "eval",
+            str(tmp_path / "no"),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode != 0 and "Traceback" in res.stderr

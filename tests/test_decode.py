@@ -32,7 +32,9 @@ def test_spans_from_tags_and_confidence() -> None:
     probs[3, path[3]] = 0.7
     spans = spans_from_tags(path, probs, MOD_TAGS)
     assert [(s.label, s.first, s.last) for s in spans] == [
-        ("negation", 0, 0), ("bodyloc", 2, 3), ("course", 4, 4)
+        ("negation", 0, 0),
+        ("bodyloc", 2, 3),
+        ("course", 4, 4),
     ]
     assert abs(spans[1].confidence - 0.8) < 1e-9
 
@@ -44,8 +46,11 @@ def test_gold_tags_from_char_spans() -> None:
 
 
 def test_pair_candidates_respect_allowed_types_and_rank() -> None:
-    ents = [WordSpan("problem", 0, 1, 1.0), WordSpan("drug", 3, 3, 1.0),
-            WordSpan("problem", 6, 6, 1.0)]
+    ents = [
+        WordSpan("problem", 0, 1, 1.0),
+        WordSpan("drug", 3, 3, 1.0),
+        WordSpan("problem", 6, 6, 1.0),
+    ]
     mods = [WordSpan("negation", 5, 5, 1.0), WordSpan("strength", 4, 4, 1.0)]
     sent = np.zeros(8, dtype=np.int64)
     nl = np.zeros(8, dtype=np.int64)

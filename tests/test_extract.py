@@ -124,7 +124,8 @@ def test_cli_stdin_to_stdout() -> None:
     res = subprocess.run(
         [sys.executable, "-m", "kiwi_fhir.cli", "extract", "-"],
         input="Patient denies chest pain. Started on metformin 500 mg daily.",
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["document"]["id"] == "stdin"
@@ -138,7 +139,8 @@ def test_cli_bad_file_does_not_stop_the_batch(tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = subprocess.run(
         [sys.executable, "-m", "kiwi_fhir.cli", "extract", str(bad), str(good), "--out", str(out)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 1
     assert (out / "good.json").is_file() and not (out / "bad.json").exists()
@@ -151,8 +153,20 @@ def test_given_entities_cli(tmp_path: Path) -> None:
     (tmp_path / "n.txt").write_text("No fever. Aspirin 81 mg daily.")
     (tmp_path / "n.ann").write_text("T1\tproblem 3 8\tfever\nT2\tdrug 10 17\tAspirin\n")
     out = tmp_path / "out"
-    assert main(["extract", str(tmp_path / "n.txt"), "--given-entities", "--format", "brat",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(tmp_path / "n.txt"),
+                "--given-entities",
+                "--format",
+                "brat",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ann = (out / "n.ann").read_text()
     assert "problem 3 8\tfever" in ann and "drug 10 17\tAspirin" in ann
 

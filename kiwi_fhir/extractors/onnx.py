@@ -51,7 +51,9 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
     if cfg.get("format") != FORMAT:
         raise ModelError(f"{cfg_path}: unsupported model format {cfg.get('format')!r}")
     if (tuple(cfg["main_tags"]), tuple(cfg["mod_tags"]), tuple(cfg["feat_sizes"])) != (
-        MAIN_TAGS, MOD_TAGS, FEAT_SIZES
+        MAIN_TAGS,
+        MOD_TAGS,
+        FEAT_SIZES,
     ):
         raise ModelError(f"{cfg_path}: label set differs from this kiwi-fhir version")
     return cfg
@@ -81,7 +83,9 @@ class OrtRunner:
         a, b, h = self.tagger.run(None, {"input_ids": input_ids, "attention_mask": mask})
         return a, b, h
 
-    def relate(self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]) -> NDArray[np.float32]:
+    def relate(
+        self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]
+    ) -> NDArray[np.float32]:
         (out,) = self.relation.run(None, {"span_repr": span_repr, "feats": feats})
         result: NDArray[np.float32] = out
         return result
@@ -118,7 +122,8 @@ class OnnxExtractor(Extractor):
             if not cfg.get(key) or not (self.model_dir / cfg[key]).is_file():
                 raise ModelError(f"{self.model_dir}: no {self.precision} tagger in this model")
             pc = self._pipeline_cfg or PipelineConfig(
-                max_len=int(cfg["max_len"]), stride=int(cfg["stride"]),
+                max_len=int(cfg["max_len"]),
+                stride=int(cfg["stride"]),
                 batch_size=self.batch_size,
                 relation_threshold=float(cfg.get("relation_threshold", 0.5)),
             )
@@ -141,8 +146,11 @@ class OnnxExtractor(Extractor):
             self.load()
         assert self._runner is not None and self._pipe is not None
         return self._pipe.run(
-            self._runner, documents, given_entities,
-            model_id=self.model_id, backend=f"{self.name}-{self.precision}",
+            self._runner,
+            documents,
+            given_entities,
+            model_id=self.model_id,
+            backend=f"{self.name}-{self.precision}",
         )
 
     def health(self) -> bool:

@@ -9,15 +9,16 @@ gives identical spans for identical logits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
+from kiwi_fhir.errors import ModelError
 from kiwi_fhir.extractors.decode import (
     MAIN_TAGS,
     MOD_TAGS,
@@ -32,9 +33,9 @@ FloatArray = NDArray[np.float32]
 
 
 class Runner(Protocol):
-    def tag(self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]) -> tuple[
-        FloatArray, FloatArray, FloatArray
-    ]:
+    def tag(
+        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(main_logits, mod_logits, hidden) each (batch, seq, ·)."""
         ...
 
@@ -61,7 +62,7 @@ def _softmax(x: FloatArray) -> FloatArray:
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
-    out: FloatArray = 1.0 / (1.0 + np.exp(-x))
+    out: FloatArray = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
     return out
 
 
@@ -101,15 +102,22 @@ def char_to_word_span(note: EncodedNote, start: int, end: int) -> tuple[int, int
     return int(inside[0]), int(inside[-1])
 
 
+def _special(tok: Tokenizer, token: str) -> int:
+    idx = tok.token_to_id(token)
+    if idx is None:
+        raise ModelError(f"tokenizer has no {token} token; a BERT-style vocabulary is needed")
+    return int(idx)
+
+
 class BertPipeline:
     """Stateless apart from the tokenizer; safe to share between threads."""
 
     def __init__(self, tokenizer: Tokenizer, config: PipelineConfig | None = None) -> None:
         self.tok = tokenizer
         self.cfg = config or PipelineConfig()
-        self.cls_id = tokenizer.token_to_id("[CLS]")
-        self.sep_id = tokenizer.token_to_id("[SEP]")
-        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self.cls_id = _special(tokenizer, "[CLS]")
+        self.sep_id = _special(tokenizer, "[SEP]")
+        self.pad_id = _special(tokenizer, "[PAD]")
 
     def encode(self, text: str) -> EncodedNote:
         return encode_note(self.tok, text, max_len=self.cfg.max_len, stride=self.cfg.stride)
@@ -147,15 +155,17 @@ class BertPipeline:
         for i, (doc, note) in enumerate(zip(documents, notes, strict=True)):
             given_i = given[i] if given is not None else None
             out.append(
-                self._decode(runner, doc, note, i, main_lp[i], mod_lp[i], hidden, given_i,
-                             model_id, backend)
+                self._decode(
+                    runner, doc, note, i, main_lp[i], mod_lp[i], hidden, given_i, model_id, backend
+                )
             )
         return out
 
     def _path(self, probs: FloatArray, tags: tuple[str, ...]) -> NDArray[np.int64]:
         if self.cfg.constrained:
             return viterbi(np.log(probs + 1e-9), tags)
-        return probs.argmax(axis=-1).astype(np.int64)
+        path: NDArray[np.int64] = probs.argmax(axis=-1).astype(np.int64)
+        return path
 
     def _decode(
         self,
@@ -185,18 +195,20 @@ class BertPipeline:
             ent_ids = [e.id for e in kept]
         else:
             ents_w = spans_from_tags(self._path(main_p, MAIN_TAGS), main_p, MAIN_TAGS)
-            entities = [self._mention(Entity, f"T{n + 1}", s, note, text, backend)
-                        for n, s in enumerate(ents_w)]
+            entities = [
+                Entity(**self._mention(f"T{n + 1}", s, note, text, backend))
+                for n, s in enumerate(ents_w)
+            ]
             ent_ids = [e.id for e in entities]
         mods_w = spans_from_tags(self._path(mod_p, MOD_TAGS), mod_p, MOD_TAGS)
         used = {e.id for e in entities}
-        modifiers = []
+        modifiers: list[Modifier] = []
         for s in mods_w:
             n = len(used) + 1
             while f"T{n}" in used:
                 n += 1
             used.add(f"T{n}")
-            modifiers.append(self._mention(Modifier, f"T{n}", s, note, text, backend))
+            modifiers.append(Modifier(**self._mention(f"T{n}", s, note, text, backend)))
         relations = self._relate(runner, text, note, i, ents_w, mods_w, hidden)
         return Extraction(
             document=doc,
@@ -211,12 +223,20 @@ class BertPipeline:
         )
 
     @staticmethod
-    def _mention(kind: type, mid: str, s: WordSpan, note: EncodedNote, text: str,
-                 backend: str) -> Entity | Modifier:
+    def _mention(
+        mid: str, s: WordSpan, note: EncodedNote, text: str, backend: str
+    ) -> dict[str, Any]:
         start = int(note.word_spans[s.first, 0])
         end = int(note.word_spans[s.last, 1])
-        return kind(mid, s.label, start, end, text[start:end], round(s.confidence, 4),
-                    source=backend or None)  # type: ignore[no-any-return]
+        return {
+            "id": mid,
+            "label": s.label,
+            "start": start,
+            "end": end,
+            "text": text[start:end],
+            "confidence": round(s.confidence, 4),
+            "source": backend or None,
+        }
 
     def _relate(
         self,
@@ -265,19 +285,18 @@ def gather_pairs(
     pairs: Sequence[tuple[int, int]],
     ents: Sequence[WordSpan],
     mods: Sequence[WordSpan],
-    hidden_of: object,
+    hidden_of: Callable[[int], FloatArray],
 ) -> tuple[list[FloatArray], list[int]]:
     """Span representations [e_first, e_last, m_first, m_last] per pair."""
     reprs: list[FloatArray] = []
     keep: list[int] = []
-    get = hidden_of  # callable: window index -> (seq, hidden)
     for j, (ei, mi) in enumerate(pairs):
         e, m = ents[ei], mods[mi]
         words = (e.first, e.last, m.first, m.last)
         k = pair_window(note, min(words), max(words))
         if k is None:
             continue
-        h = get(k)  # type: ignore[operator]
+        h = hidden_of(k)
         a = note.windows[k][0]
         pos = [int(note.word_first[w]) - a + 1 for w in words]
         reprs.append(np.concatenate([h[p] for p in pos]).astype(np.float32))

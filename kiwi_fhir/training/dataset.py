@@ -54,10 +54,12 @@ def note_samples(pipe: BertPipeline, gold: Extraction, *, shift: int = 0) -> lis
     note = encode_note(pipe.tok, text, max_len=pipe.cfg.max_len, stride=width, shift=shift)
     if not note.n_words:
         return []
-    main = tags_for_spans(note.word_spans, [(e.label, e.start, e.end) for e in gold.entities],
-                          MAIN_TAGS)
-    mod = tags_for_spans(note.word_spans, [(m.label, m.start, m.end) for m in gold.modifiers],
-                         MOD_TAGS)
+    main = tags_for_spans(
+        note.word_spans, [(e.label, e.start, e.end) for e in gold.entities], MAIN_TAGS
+    )
+    mod = tags_for_spans(
+        note.word_spans, [(m.label, m.start, m.end) for m in gold.modifiers], MOD_TAGS
+    )
     ents = _word_spans(note, gold.entities)
     mods = _word_spans(note, gold.modifiers)
     linked = {(r.entity_id, r.modifier_id) for r in gold.relations}
@@ -80,7 +82,9 @@ def note_samples(pipe: BertPipeline, gold: Extraction, *, shift: int = 0) -> lis
         prs = per_window.get(k, [])
         out.append(
             WindowSample(
-                ids=np.concatenate(([pipe.cls_id], note.ids[a:b], [pipe.sep_id])).astype(np.int64),
+                ids=np.concatenate(
+                    (np.asarray([pipe.cls_id]), note.ids[a:b], np.asarray([pipe.sep_id]))
+                ).astype(np.int64),
                 word_pos=note.word_first[inside] - a + 1,
                 main_tags=main[inside],
                 mod_tags=mod[inside],

