@@ -8,10 +8,25 @@ cause stays on the chain but callers only catch our types::
     ├── InputError                  bad input from a caller (never retried)
     │   ├── AnnotationFormatError   malformed brat .ann line (file, line)
     │   ├── DocumentError           unreadable note / document (path)
-    │   └── ConfigError             invalid settings, mapping or model files
+    │   │   ├── FhirInputError      bad FHIR JSON input (JSON path)
+    │   │   │   └── UnsupportedContentTypeError  attachment we cannot read
+    │   │   └── HL7Error            bad HL7 v2 message (segment and field)
+    │   ├── ConfigError             invalid settings, mapping or model files
+    │   └── InvalidFieldError       a service request field is missing or bad
     ├── ModelError                  no model installed, or it failed to load
     │   └── MissingExtraError       an optional dependency group is absent
-    └── BackendError                an inference backend failed at run time
+    ├── BackendError                an inference backend failed at run time
+    ├── FhirOutputError             a resource we built fails R4B validation
+    └── ServiceError                the service cannot take or finish a request
+        ├── PayloadTooLargeError    a frame/message over the configured limit
+        ├── OverloadedError         intake queue full: retry later
+        ├── StoreError              the intake database is unavailable
+        ├── JobNotFoundError        no stored job with that id
+        ├── JobTimeoutError         result not ready before the caller's deadline
+        └── AuthenticationError     missing or wrong bearer token
+
+``kiwi_fhir.service.status`` maps each class to a gRPC status code and an
+HL7 ACK code in one table.
 
 Messages name *where* (file and line, JSON path, segment and field) but
 never quote clinical text: error strings end up in logs and ACKs.
@@ -61,3 +76,96 @@ class MissingExtraError(ModelError):
 
 class BackendError(KiwiError):
     """An inference backend failed while serving a request."""
+
+
+class FhirInputError(DocumentError):
+    """A FHIR document (DocumentReference / Bundle JSON) is unusable.
+
+    ``path`` is a JSON path into the input (``entry[2].resource.content[0]
+    .attachment.data``) so an operator can find the fault without us quoting
+    the (clinical) payload.
+    """
+
+    def __init__(self, path: str, reason: str, *, source: str = "") -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{path or '$'}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.source = source
+
+
+class UnsupportedContentTypeError(FhirInputError):
+    """An attachment whose content type we do not turn into text (e.g. PDF)."""
+
+    def __init__(self, path: str, content_type: str, *, source: str = "") -> None:
+        super().__init__(path, f"unsupported content type {content_type!r}", source=source)
+        self.content_type = content_type
+
+
+class HL7Error(DocumentError):
+    """An HL7 v2 message is unusable; ``segment``/``field`` say where (``OBX[2]-5``)."""
+
+    def __init__(
+        self, reason: str, *, segment: str = "", field: str = "", message: int = 0
+    ) -> None:
+        where = segment + (f"-{field}" if field else "")
+        prefix = f"message {message}: " if message else ""
+        super().__init__(f"{prefix}{where + ': ' if where else ''}{reason}")
+        self.reason = reason
+        self.segment = segment
+        self.field = field
+        self.message = message
+
+
+class FhirOutputError(KiwiError):
+    """A resource we built does not validate: a bug or a bad mapping table."""
+
+
+class ServiceError(KiwiError):
+    """The service could not accept or complete a request (not the input's fault)."""
+
+
+class PayloadTooLargeError(ServiceError):
+    """A message exceeds the configured size limit; nothing of it was stored."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class OverloadedError(ServiceError):
+    """Too much work queued; the caller should back off and retry."""
+
+
+class StoreError(ServiceError):
+    """The intake database failed; nothing was acknowledged."""
+
+
+class JobNotFoundError(ServiceError):
+    """No job with the requested id is stored."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id[:64]!r}")
+        self.job_id = job_id
+
+
+class JobTimeoutError(ServiceError):
+    """The job is stored and will finish, but not before the caller's deadline."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not finished before the deadline; use GetResult")
+        self.job_id = job_id
+
+
+class AuthenticationError(ServiceError):
+    """The request carries no valid bearer token."""
+
+
+class InvalidFieldError(InputError):
+    """A request field is missing or unusable; ``field`` names it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason

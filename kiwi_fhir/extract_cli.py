@@ -1,7 +1,9 @@
 """``kiwi-fhir extract``: files in, one output file per document out.
 
-A file that fails is reported on stderr in one line (file + reason, never
-note text) and the rest are still written; the exit status is then 1.
+Inputs: ``.txt`` notes, FHIR ``.json`` (DocumentReference or Bundle) and
+``.hl7`` files (one or many messages). A document that fails is reported on
+stderr in one line (file, where, reason -- never note text) and the others
+are still written; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from kiwi_fhir.brat import ParseReport, format_ann, parse_ann, read_text
 from kiwi_fhir.core import Document, Entity, Extraction
 from kiwi_fhir.errors import InputError, KiwiError
 from kiwi_fhir.extractors.onnx import OnnxExtractor
-from kiwi_fhir.inputs import load_documents
+from kiwi_fhir.fhir import to_bundle
+from kiwi_fhir.inputs import load_documents_lenient
 from kiwi_fhir.serialize import to_dict
 
 INPUT_SUFFIXES = (".txt", ".json", ".hl7")
@@ -45,20 +48,23 @@ def given_entities(doc: Document, txt_path: Path) -> tuple[Entity, ...]:
     return gold.entities
 
 
-def render(ex: Extraction, fmt: str) -> str:
+def render(ex: Extraction, fmt: str, bundle_type: str = "transaction", model_id: str = "") -> str:
     if fmt == "brat":
         return format_ann(ex)
+    if fmt == "fhir":
+        bundle = to_bundle(ex, bundle_type=bundle_type, model_id=model_id, backend=ex.backend)
+        return json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
     return json.dumps(to_dict(ex), indent=2, ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input file's documents, or the reason it could not be read."""
+    """One input file's readable documents and the problems found in it."""
 
     path: Path | None  # None = stdin
     docs: list[Document]
     given: list[tuple[Entity, ...] | None]
-    error: str = ""
+    errors: tuple[str, ...] = ()
 
 
 def _jobs(files: list[Path], stdin: bool, given: bool) -> Iterator[Job]:
@@ -66,14 +72,17 @@ def _jobs(files: list[Path], stdin: bool, given: bool) -> Iterator[Job]:
         doc = Document(id="stdin", text=sys.stdin.read(), meta={"source": "stdin"})
         yield Job(None, [doc], [None])
     for f in files:
-        try:
-            docs = load_documents(f)
-            ents = [given_entities(d, f) if given else None for d in docs]
-        except KiwiError as exc:
-            msg = str(exc)
-            yield Job(f, [], [], msg if str(f) in msg else f"{f}: {msg}")
-            continue
-        yield Job(f, docs, ents)
+        docs, errs = load_documents_lenient(f)
+        problems = [str(e) if str(f) in str(e) else f"{f}: {e}" for e in errs]
+        ents: list[tuple[Entity, ...] | None] = []
+        kept: list[Document] = []
+        for d in docs:
+            try:
+                ents.append(given_entities(d, f) if given else None)
+                kept.append(d)
+            except KiwiError as exc:
+                problems.append(str(exc))
+        yield Job(f, kept, ents, tuple(problems))
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -87,7 +96,7 @@ def run_extract(args: argparse.Namespace) -> int:
     )
     extractor.load()
     failed = 0
-    ext = {"json": ".json", "brat": ".ann"}[args.format]
+    ext = {"json": ".json", "brat": ".ann", "fhir": ".bundle.json"}[args.format]
     many = len(files) + stdin >= 2
     bar = tqdm(
         total=len(files) + stdin,
@@ -97,21 +106,20 @@ def run_extract(args: argparse.Namespace) -> int:
     )
     for job in _jobs(files, stdin, args.given_entities):
         bar.update(1)
-        if job.error:
-            failed += 1
-            bar.write(f"kiwi-fhir: {job.error}", file=sys.stderr)
-            continue
+        for problem in job.errors:
+            bar.write(f"kiwi-fhir: {problem}", file=sys.stderr)
+        failed += bool(job.errors)
         results: list[Extraction] = []
         for c in range(0, len(job.docs), CHUNK):
             given = job.given[c : c + CHUNK] if args.given_entities else None
             results.extend(extractor.extract(job.docs[c : c + CHUNK], given))
-        for n, ex in enumerate(results):
-            text = render(ex, args.format)
+        for ex in results:
+            text = render(ex, args.format, args.bundle_type, extractor.model_id)
             if out_dir is None or job.path is None:
                 sys.stdout.write(text)
                 continue
             out_dir.mkdir(parents=True, exist_ok=True)
-            stem = job.path.stem if len(results) == 1 else f"{job.path.stem}.{n + 1}"
-            (out_dir / f"{stem}{ext}").write_text(text, encoding="utf-8")
+            # ids are NAME, or NAME.N for the N-th document of a multi-document file
+            (out_dir / f"{ex.document.id}{ext}").write_text(text, encoding="utf-8")
     bar.close()
     return 1 if failed else 0

@@ -174,3 +174,58 @@ def test_given_entities_cli(tmp_path: Path) -> None:
 def test_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["extract", str(EXAMPLE), "--model", str(tmp_path)]) == 2
     assert "no model installed" in capsys.readouterr().err
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_cli_fhir_bundles_for_hl7_and_fhir_inputs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "extract",
+            str(DATA / "batch_two_messages.hl7"),
+            str(DATA / "docref_plain.json"),
+            "--format",
+            "fhir",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "batch_two_messages.1.bundle.json",
+        "batch_two_messages.2.bundle.json",
+        "docref_plain.bundle.json",
+    ]
+    bundle = json.loads((out / "docref_plain.bundle.json").read_text())
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+    kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
+    assert "Provenance" in kinds
+
+
+def test_cli_bad_inputs_are_reported_and_the_rest_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiwi_fhir.cli",
+            "extract",
+            str(DATA / "bad_base64.json"),
+            str(DATA / "bad_no_msh.hl7"),
+            str(DATA / "oru_radiology.hl7"),
+            "--format",
+            "fhir",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1
+    assert (out / "oru_radiology.bundle.json").is_file()
+    errs = res.stderr.strip().splitlines()
+    assert len(errs) == 2 and "Traceback" not in res.stderr
+    assert "bad_base64.json" in errs[0] and "bad_no_msh.hl7" in errs[1]

@@ -1,0 +1,258 @@
+"""An ``Extraction`` to one FHIR R4 Bundle (transaction or collection), validated.
+
+Idempotence: every resource carries an identifier built from the document
+key (source identity + SHA-256 of the text) and the span, and a transaction
+creates it with ``ifNoneExist: identifier=...``, so posting the same note
+twice creates nothing new; an *amended* note has another hash and gets new
+resources. ``fullUrl``s are UUIDv5 of the same key, stable across runs.
+
+The derivation references point at the DocumentReference whose attachment
+*is* ``Document.text``: the sender's own when it was text/plain, otherwise a
+text/plain DocumentReference we add to the bundle (``relatesTo: transforms``
+the original for HTML/RTF input; for HL7 and .txt input it is the only one).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+from kiwi_fhir import __version__
+from kiwi_fhir.core import Extraction
+from kiwi_fhir.errors import FhirOutputError
+from kiwi_fhir.fhir.build import Source, build_resource
+from kiwi_fhir.fhir.labs import lab_observations
+from kiwi_fhir.fhir.mapping import load_mapping
+from kiwi_fhir.fhir.tables import FhirMapping
+
+_NS: Final = uuid.UUID("6f1c2d7e-3b7a-5c55-9a4e-2f0d8f7a9c11")
+_REF_RE = re.compile(r"^(?:[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}|urn:\S+|https?://\S+)$")
+_INSTANT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$")
+BUNDLE_TYPES: Final = ("transaction", "collection")
+
+
+def reference(value: str, assigner: str = "") -> dict[str, Any]:
+    """A meta string (``Patient/1`` or ``system|value``) as a FHIR Reference."""
+    if _REF_RE.match(value):
+        return {"reference": value}
+    system, _, val = value.rpartition("|")
+    ident: dict[str, Any] = {"value": val}
+    if system:
+        ident["system"] = system
+    if assigner:
+        ident["assigner"] = {"display": assigner}
+    return {"identifier": ident}
+
+
+def document_key(extraction: Extraction) -> str:
+    doc = extraction.document
+    meta = doc.meta
+    # The sender's identity when there is one (so a re-sent note maps to the same
+    # resources whatever our file naming), else message control id / our id.
+    fallback = f"{meta.get('control_id', '')}/{meta.get('source_id') or doc.id}"
+    identity = meta.get("source_ref") or meta.get("identifier") or fallback
+    digest = hashlib.sha256(f"{identity}\0{doc.text}".encode()).hexdigest()
+    return digest[:24]
+
+
+def to_bundle(
+    extraction: Extraction,
+    *,
+    bundle_type: str = "transaction",
+    model_id: str = "",
+    backend: str = "",
+    recorded: datetime | None = None,
+    mapping: FhirMapping | None = None,
+    validate: bool = True,
+) -> dict[str, Any]:
+    """The Bundle as plain JSON-able dicts, already validated against R4B."""
+    if bundle_type not in BUNDLE_TYPES:
+        raise ValueError(f"bundle_type must be one of {BUNDLE_TYPES}")
+    mapping = mapping or load_mapping()
+    doc, meta = extraction.document, extraction.document.meta
+    key = document_key(extraction)
+    patient = (
+        reference(meta["patient"], meta.get("patient_assigner", ""))
+        if meta.get("patient")
+        else {"display": "patient not identified in the source document"}
+    )
+    encounter = reference(meta["encounter"]) if meta.get("encounter") else None
+    entries: list[tuple[dict[str, Any], str]] = []  # (resource, identifier value)
+    own = meta.get("source") == "fhir" and meta.get("content_type", "text/plain") == "text/plain"
+    if own and meta.get("source_ref"):
+        docref = {"reference": meta["source_ref"]}
+        path = f"DocumentReference.content[{meta.get('content_index', '0')}].attachment"
+    else:
+        dr = _text_docref(extraction, mapping, key, patient, encounter)
+        entries.append((dr, f"doc.{key}"))
+        docref = {"reference": _full_url(f"doc.{key}")}
+        path = "DocumentReference.content[0].attachment"
+    source = Source(patient, encounter, docref, path, key)
+    entities = sorted(extraction.entities, key=lambda e: (e.start, e.end, e.id))
+    for ent in entities:
+        res = build_resource(extraction, ent, mapping, source)
+        entries.append((res, res["identifier"][0]["value"]))
+    entries += lab_observations(meta.get("lab_results"), mapping, source)
+    targets = [{"reference": _full_url(v)} for r, v in entries if r is not None]
+    prov = _provenance(
+        targets or [docref],
+        docref,
+        model_id or extraction.model,
+        backend or extraction.backend,
+        recorded,
+    )
+    entries.append((prov, f"prov.{key}.{model_id or extraction.model}"))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": bundle_type,
+        "identifier": {"system": mapping.document_identifier_system, "value": f"bundle.{key}"},
+        "entry": [_entry(res, ident, bundle_type, mapping) for res, ident in entries],
+    }
+    if bundle_type == "collection":
+        bundle["id"] = str(uuid.uuid5(_NS, f"bundle.{key}"))
+    if validate:
+        validate_bundle(bundle, doc.id)
+    return bundle
+
+
+def _full_url(ident: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(_NS, ident)}"
+
+
+def _entry(
+    res: dict[str, Any], ident: str, bundle_type: str, mapping: FhirMapping
+) -> dict[str, Any]:
+    full = _full_url(ident)
+    entry: dict[str, Any] = {"fullUrl": full, "resource": res}
+    rtype = res["resourceType"]
+    if bundle_type == "collection" or rtype == "Provenance":
+        res["id"] = full.rpartition(":")[2]
+    if bundle_type == "transaction":
+        if rtype == "Provenance":  # no identifier element: a stable id and PUT instead
+            entry["request"] = {"method": "PUT", "url": f"Provenance/{res['id']}"}
+        else:
+            token = f"{res['identifier'][0]['system']}|{res['identifier'][0]['value']}"
+            entry["request"] = {
+                "method": "POST",
+                "url": rtype,
+                "ifNoneExist": f"identifier={quote(token, safe='')}",
+            }
+    return entry
+
+
+def _text_docref(
+    extraction: Extraction,
+    mapping: FhirMapping,
+    key: str,
+    patient: dict[str, Any],
+    encounter: dict[str, Any] | None,
+) -> dict[str, Any]:
+    doc, meta = extraction.document, extraction.document.meta
+    idents = [{"system": mapping.document_identifier_system, "value": f"doc.{key}"}]
+    if meta.get("identifier"):
+        system, _, value = meta["identifier"].rpartition("|")
+        idents.append({"system": system, "value": value} if system else {"value": value})
+    data = base64.b64encode(doc.text.encode("utf-8")).decode("ascii")
+    dr: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "identifier": idents,
+        "status": "current",
+        "subject": patient,
+        "description": f"plain text of {meta.get('content_type', 'text/plain')} note "
+        f"{doc.id} (offsets of extracted resources index this)",
+        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "data": data}}],
+    }
+    if meta.get("doc_type") or meta.get("doc_type_text"):
+        system, _, code = meta.get("doc_type", "").rpartition("|")
+        cc: dict[str, Any] = {"text": meta.get("doc_type_text") or code}
+        if code:
+            cc["coding"] = [{"system": system, "code": code} if system else {"code": code}]
+        dr["type"] = cc
+    context: dict[str, Any] = {}
+    if encounter is not None:
+        context["encounter"] = [encounter]
+    date = meta.get("date", "")
+    if _INSTANT_RE.match(date):
+        dr["date"] = date
+    elif date:
+        context["period"] = {"start": date}
+    if context:
+        dr["context"] = context
+    if meta.get("source_ref"):
+        dr["relatesTo"] = [{"code": "transforms", "target": {"reference": meta["source_ref"]}}]
+    return dr
+
+
+def _provenance(
+    targets: list[dict[str, Any]],
+    docref: dict[str, Any],
+    model: str,
+    backend: str,
+    recorded: datetime | None,
+) -> dict[str, Any]:
+    when = (recorded or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+    versions: list[dict[str, Any]] = [{"value": __version__}]
+    versions += [
+        {"type": {"text": t}, "value": v} for t, v in (("model", model), ("backend", backend)) if v
+    ]
+    return {
+        "resourceType": "Provenance",
+        "contained": [
+            {
+                "resourceType": "Device",
+                "id": "kiwi",
+                "deviceName": [{"name": "kiwi-fhir", "type": "manufacturer-name"}],
+                "version": versions,
+            }
+        ],
+        "target": targets,
+        "recorded": when.replace("+00:00", "Z"),
+        "activity": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                    "code": "CREATE",
+                }
+            ]
+        },
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "assembler",
+                        }
+                    ]
+                },
+                "who": {"reference": "#kiwi"},
+            }
+        ],
+        "entity": [{"role": "source", "what": docref}],
+    }
+
+
+def validate_bundle(bundle: dict[str, Any], doc_id: str = "") -> None:
+    """R4B validation of the bundle and every entry resource; errors name paths only."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    where = f"{doc_id}: " if doc_id else ""
+    items = [("Bundle", "Bundle", bundle)] + [
+        (f"entry[{i}]", e["resource"]["resourceType"], e["resource"])
+        for i, e in enumerate(bundle.get("entry", []))
+    ]
+    for label, rtype, obj in items:
+        try:
+            get_fhir_model_class(rtype).model_validate(obj)
+        except ValidationError as exc:
+            # Locations and error kinds only: pydantic's messages echo input (note text).
+            locs = "; ".join(
+                f"{'.'.join(map(str, e['loc']))} ({e['type']})" for e in exc.errors()[:5]
+            )
+            raise FhirOutputError(f"{where}{label} ({rtype}) fails R4B validation: {locs}") from exc

@@ -1,0 +1,257 @@
+"""FHIR R4 ``DocumentReference`` (or a Bundle of them) to core ``Document``s.
+
+We read the JSON as plain dicts rather than through fhir.resources models:
+senders' DocumentReferences are often slightly off-spec (a missing
+``status``, an extension we do not know) and that must not cost a note,
+while the things we *need* are checked here with an exact JSON path in the
+error. ``Document.text`` is the decoded attachment; for ``text/html`` and
+``text/rtf`` it is the converted plain text (see :mod:`.textconv`) and all
+offsets index that, never the markup.
+
+``meta`` keys set here: ``source`` (``fhir``), ``source_id``, ``source_ref``
+(``DocumentReference/<id>`` or the entry's ``fullUrl``), ``identifier``
+(``system|value``), ``patient`` and ``encounter`` (reference strings),
+``date``, ``doc_type`` (``system|code``), ``doc_type_text``,
+``content_index``, ``content_type``, ``charset``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.error import URLError
+
+from kiwi_fhir.core import Document
+from kiwi_fhir.errors import FhirInputError, UnsupportedContentTypeError
+from kiwi_fhir.inputs.textconv import split_content_type, to_plain_text
+
+#: (bytes, Content-Type header or None)
+Fetcher = Callable[[str], tuple[bytes, str | None]]
+
+_BUNDLE_TYPES: Final = frozenset({"collection", "transaction", "searchset", "batch"})
+_PREFERENCE: Final[tuple[str, ...]] = ("text/plain", "text/html", "text/rtf", "application/rtf")
+
+
+@dataclass(frozen=True)
+class HttpFetcher:
+    """Fetches ``attachment.url`` over HTTP(S), bounded in time and size."""
+
+    timeout_s: float = 10.0
+    max_bytes: int = 5_000_000
+
+    def __call__(self, url: str) -> tuple[bytes, str | None]:
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError("only http(s) URLs are fetched")
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
+                data: bytes = resp.read(self.max_bytes + 1)
+                ctype = resp.headers.get("Content-Type")
+        except (URLError, TimeoutError, OSError) as exc:
+            raise ValueError(f"fetch failed ({type(exc).__name__})") from exc
+        if len(data) > self.max_bytes:
+            raise ValueError(f"content larger than {self.max_bytes} bytes")
+        return data, ctype
+
+
+def parse_document_reference(
+    obj: Mapping[str, Any] | str, *, fetcher: Fetcher | None = None, source: str = ""
+) -> list[Document]:
+    """Every note in a DocumentReference or Bundle; the first bad one raises."""
+    docs, errors = parse_document_reference_lenient(obj, fetcher=fetcher, source=source)
+    if errors:
+        raise errors[0]
+    return docs
+
+
+def parse_document_reference_lenient(
+    obj: Mapping[str, Any] | str, *, fetcher: Fetcher | None = None, source: str = ""
+) -> tuple[list[Document], list[FhirInputError]]:
+    """Like :func:`parse_document_reference` but one bad entry costs only itself."""
+    items = parse_document_reference_items(obj, fetcher=fetcher, source=source)
+    return (
+        [d for d in items if isinstance(d, Document)],
+        [e for e in items if isinstance(e, FhirInputError)],
+    )
+
+
+def parse_document_reference_items(
+    obj: Mapping[str, Any] | str, *, fetcher: Fetcher | None = None, source: str = ""
+) -> list[Document | FhirInputError]:
+    """Documents and errors in entry order (each DocumentReference is one item)."""
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(obj)
+        except json.JSONDecodeError as exc:
+            reason = f"malformed JSON (line {exc.lineno}, column {exc.colno})"
+            return [FhirInputError("$", reason, source=source)]
+    if not isinstance(obj, Mapping):
+        return [FhirInputError("$", "expected a JSON object", source=source)]
+    rtype = obj.get("resourceType")
+    if rtype == "DocumentReference":
+        try:
+            return [_one(obj, "", fetcher, source, full_url=None)]
+        except FhirInputError as exc:
+            return [exc]
+    if rtype != "Bundle":
+        reason = f"expected DocumentReference or Bundle, got {str(rtype)[:40]!r}"
+        return [FhirInputError("resourceType", reason, source=source)]
+    if _s(obj.get("type")) not in _BUNDLE_TYPES:
+        reason = f"unsupported Bundle type {str(obj.get('type'))[:30]!r}"
+        return [FhirInputError("type", reason, source=source)]
+    entries = obj.get("entry", [])
+    if not isinstance(entries, list):
+        return [FhirInputError("entry", "expected an array", source=source)]
+    items: list[Document | FhirInputError] = []
+    for i, entry in enumerate(entries):
+        res = entry.get("resource") if isinstance(entry, Mapping) else None
+        if not isinstance(res, Mapping) or res.get("resourceType") != "DocumentReference":
+            continue  # patients, outcomes and includes ride along in searchsets
+        try:
+            full_url = _s(entry.get("fullUrl")) or None
+            items.append(_one(res, f"entry[{i}].resource.", fetcher, source, full_url))
+        except FhirInputError as exc:
+            items.append(exc)
+    if not items:
+        items.append(FhirInputError("entry", "Bundle holds no DocumentReference", source=source))
+    return items
+
+
+def _one(
+    res: Mapping[str, Any],
+    prefix: str,
+    fetcher: Fetcher | None,
+    source: str,
+    full_url: str | None,
+) -> Document:
+    def fail(path: str, reason: str) -> FhirInputError:
+        return FhirInputError(prefix + path, reason, source=source)
+
+    content = res.get("content")
+    if not isinstance(content, list) or not content:
+        raise fail("content", "missing or empty (no attachment to read)")
+    index, att = _pick(content, prefix, source)
+    at = f"content[{index}].attachment"
+    ctype = _s(att.get("contentType")) or "text/plain"
+    if "data" in att:
+        if not _s(att["data"]):
+            raise fail(f"{at}.data", "expected a non-empty base64 string")
+        try:
+            data = base64.b64decode(att["data"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise fail(f"{at}.data", "not valid base64") from exc
+    elif "url" in att:
+        if fetcher is None:
+            raise fail(f"{at}.url", "attachment by URL but no HTTP fetcher is configured")
+        try:
+            data, served = fetcher(_s(att["url"]))
+        except ValueError as exc:
+            raise fail(f"{at}.url", str(exc)) from exc
+        if "contentType" not in att and served:
+            ctype = served
+    else:
+        raise fail(at, "attachment has neither data nor url")
+    try:
+        text, meta = to_plain_text(data, ctype)
+    except LookupError as exc:
+        raise UnsupportedContentTypeError(
+            prefix + f"{at}.contentType", split_content_type(ctype)[0], source=source
+        ) from exc
+    except ValueError as exc:
+        raise fail(f"{at}.data" if "data" in att else f"{at}.url", str(exc)) from exc
+    rid = _s(res.get("id"))
+    meta.update(source="fhir", source_id=rid, content_index=str(index))
+    meta["source_ref"] = _source_ref(rid, full_url)
+    meta.update(_context(res))
+    doc_id = rid or meta.get("identifier", "").rpartition("|")[2] or "document"
+    return Document(id=doc_id, text=text, meta=meta)
+
+
+def _source_ref(rid: str, full_url: str | None) -> str:
+    """Where the sender's copy lives on a server, or "" when nothing resolvable.
+
+    ``urn:uuid:`` fullUrls and the ids of entries a transaction *creates* mean
+    nothing on the server afterwards; with "" the FHIR layer stores a text copy.
+    """
+    if full_url and full_url.lower().startswith(("http://", "https://")):
+        return full_url
+    if full_url is None or not full_url.startswith("urn:"):
+        return f"DocumentReference/{rid}" if rid else ""
+    return ""
+
+
+def _pick(content: list[Any], prefix: str, source: str) -> tuple[int, Mapping[str, Any]]:
+    """The most readable attachment: plain text before HTML before RTF."""
+    found: list[tuple[int, int, Mapping[str, Any]]] = []
+    first_bad: tuple[int, str] | None = None
+    for i, item in enumerate(content):
+        att = item.get("attachment") if isinstance(item, Mapping) else None
+        if not isinstance(att, Mapping):
+            raise FhirInputError(prefix + f"content[{i}].attachment", "missing", source=source)
+        base = split_content_type(_s(att.get("contentType")) or "text/plain")[0]
+        if base in _PREFERENCE or base == "application/xhtml+xml":
+            rank = _PREFERENCE.index(base) if base in _PREFERENCE else 1
+            found.append((rank, i, att))
+        elif first_bad is None:
+            first_bad = (i, base)
+    if not found:
+        assert first_bad is not None
+        raise UnsupportedContentTypeError(
+            prefix + f"content[{first_bad[0]}].attachment.contentType", first_bad[1], source=source
+        )
+    _, i, att = min(found, key=lambda t: (t[0], t[1]))
+    return i, att
+
+
+def _context(res: Mapping[str, Any]) -> dict[str, str]:
+    """Patient, encounter, date, type and identifier as flat strings."""
+    out: dict[str, str] = {}
+    idents = [res.get("masterIdentifier"), *_list(res.get("identifier"))]
+    for ident in idents:
+        if isinstance(ident, Mapping) and _s(ident.get("value")):
+            out["identifier"] = f"{_s(ident.get('system'))}|{ident['value']}"
+            break
+    if (ref := _reference(res.get("subject"))) is not None:
+        out["patient"] = ref
+    ctx = res.get("context")
+    if isinstance(ctx, Mapping):
+        enc = ctx.get("encounter")
+        enc = enc[0] if isinstance(enc, list) and enc else enc  # R4: list; STU3: single
+        if (ref := _reference(enc)) is not None:
+            out["encounter"] = ref
+    if date := _s(res.get("date")):
+        out["date"] = date
+    rtype = res.get("type")
+    if isinstance(rtype, Mapping):
+        codings = [c for c in _list(rtype.get("coding")) if isinstance(c, Mapping)]
+        if codings and _s(codings[0].get("code")):
+            out["doc_type"] = f"{_s(codings[0].get('system'))}|{codings[0]['code']}"
+        label = _s(rtype.get("text")) or (_s(codings[0].get("display")) if codings else "")
+        if label:
+            out["doc_type_text"] = label
+    return out
+
+
+def _reference(ref: Any) -> str | None:
+    """A Reference as one string: ``Patient/1`` or an identifier token ``system|value``."""
+    if not isinstance(ref, Mapping):
+        return None
+    if _s(ref.get("reference")):
+        return str(ref["reference"])
+    ident = ref.get("identifier")
+    if isinstance(ident, Mapping) and _s(ident.get("value")):
+        return f"{_s(ident.get('system'))}|{ident['value']}"
+    return None
+
+
+def _s(value: Any) -> str:
+    """A JSON string, or "" for anything else: senders put odd types anywhere."""
+    return value if isinstance(value, str) else ""
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

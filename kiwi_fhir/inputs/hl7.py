@@ -1,0 +1,306 @@
+"""HL7 v2.3-v2.8 ORU^R01 and MDM^T02/T06 messages to core ``Document``s.
+
+Tolerant on the wire: segments may end in ``\\r``, ``\\n`` or ``\\r\\n``, MLLP
+framing bytes and batch wrappers (FHS/BHS/BTS/FTS) are dropped, and a file
+may hold many messages. hl7apy checks each message (version, MSH, segment
+shape, in its tolerant mode); field *values* are read from the raw segment
+text because hl7apy mangles escapes it does not model (see :mod:`.hl7_text`).
+
+One Document per OBR group that carries narrative (ORU) or per message
+(MDM). Narrative = OBX of value type TX, FT, ST, or ED holding text, joined
+with newlines in (OBX-4 sub-ID, OBX-1 set-ID) order; ``Document.text`` is
+that decoded text and all offsets index it. NM/SN results are kept as JSON
+in ``meta["lab_results"]``. Other ``meta`` keys: ``source`` (``hl7``),
+``control_id`` (MSH-10), ``message_type``, ``hl7_version``, ``patient``
+(PID-3 as ``system|value``), ``patient_assigner``, ``encounter`` (PV1-19),
+``date``, ``doc_type`` / ``doc_type_text`` (OBR-4 or TXA-2), ``identifier``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from kiwi_fhir.core import Document
+from kiwi_fhir.errors import HL7Error
+from kiwi_fhir.inputs.hl7_text import Encoding, codec_for, ts_to_fhir, unescape
+from kiwi_fhir.inputs.hl7_values import CODE_SYSTEMS, DOC_TYPES, Segment, ed_text, lab_result
+
+_TEXT_TYPES: Final[frozenset[str]] = frozenset({"TX", "FT", "ST"})
+_LAB_TYPES: Final[frozenset[str]] = frozenset({"NM", "SN"})
+_ACCEPTED: Final[dict[str, frozenset[str]]] = {
+    "ORU": frozenset({"R01"}),
+    "MDM": frozenset({"T02", "T06"}),
+}
+_VERSION_RE = re.compile(r"^2\.[3-8](\.\d+)?$")
+_SEG_RE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+_BATCH: Final = ("FHS", "BHS", "BTS", "FTS")
+
+
+@dataclass
+class _Group:  # mutable on purpose: filled while walking the segments
+    obr: Segment | None = None
+    obx: list[Segment] = field(default_factory=list)
+
+
+def split_messages(raw: str | bytes) -> list[str | bytes]:
+    """One chunk per MSH; MLLP framing and batch-only chunks (FHS/BHS...) dropped."""
+    if isinstance(raw, bytes):
+        raw = raw.replace(b"\x0b", b"").replace(b"\x1c", b"")
+        parts_b = re.split(rb"(?:\r\n|\r|\n)(?=MSH)", raw)
+        return [p for p in parts_b if not _only_batch(p.decode("latin-1"))]
+    raw = raw.replace("\x0b", "").replace("\x1c", "")
+    parts = re.split(r"(?:\r\n|\r|\n)(?=MSH)", raw)
+    return [p for p in parts if not _only_batch(p)]
+
+
+def _only_batch(chunk: str) -> bool:
+    lines = [ln for ln in re.split(r"\r\n|\r|\n", chunk) if ln.strip()]
+    return all(ln[:3] in _BATCH for ln in lines)
+
+
+def parse_hl7(raw: str | bytes) -> list[Document]:
+    """All narrative documents in one or more messages; the first bad message raises."""
+    docs, errors = parse_hl7_lenient(raw)
+    if errors:
+        raise errors[0]
+    return docs
+
+
+def parse_hl7_lenient(raw: str | bytes) -> tuple[list[Document], list[HL7Error]]:
+    """Like :func:`parse_hl7`, but a bad message costs only itself."""
+    items = parse_hl7_items(raw)
+    return (
+        [d for d in items if isinstance(d, Document)],
+        [e for e in items if isinstance(e, HL7Error)],
+    )
+
+
+def parse_hl7_items(raw: str | bytes) -> list[Document | HL7Error]:
+    """Documents and errors in file order (an error stands for its whole message)."""
+    items: list[Document | HL7Error] = []
+    chunks = split_messages(raw)
+    if not chunks:
+        return [HL7Error("empty input", segment="MSH")]
+    for n, chunk in enumerate(chunks, start=1):
+        try:
+            items.extend(_message(chunk))
+        except HL7Error as exc:
+            if len(chunks) > 1:
+                exc.message = n
+                exc.args = (f"message {n}: {exc.args[0]}",)
+            items.append(exc)
+    return items
+
+
+def _message(chunk: str | bytes) -> list[Document]:
+    if isinstance(chunk, bytes):
+        first = chunk.split(b"\r")[0].split(b"\n")[0].decode("latin-1")
+        wire = _codec(first) or "utf-8"
+        try:
+            text = chunk.decode(wire)
+        except UnicodeDecodeError as exc:
+            raise HL7Error(
+                f"bytes are not valid {wire} at {exc.start}", segment="MSH", field="18"
+            ) from exc
+    else:
+        text = chunk
+    lines = [ln for ln in re.split(r"\r\n|\r|\n", text) if ln.strip()]
+    lines = [ln for ln in lines if ln[:3] not in _BATCH]
+    if not lines or not lines[0].startswith("MSH"):
+        raise HL7Error("message does not start with an MSH segment", segment="MSH")
+    try:
+        enc = Encoding.from_msh(lines[0])
+    except ValueError as exc:
+        raise HL7Error(str(exc), segment="MSH", field="2") from exc
+    segs = _segments(lines, enc)
+    msh = segs[0]
+    codec = _codec(lines[0])
+    mtype = msh.get(9).split(enc.component)
+    kind, event = mtype[0], (mtype[1] if len(mtype) > 1 else "")
+    if event not in _ACCEPTED.get(kind, frozenset()):
+        raise HL7Error(
+            f"unsupported message type {kind[:3]}^{event[:3]} (want ORU^R01, MDM^T02 or MDM^T06)",
+            segment="MSH",
+            field="9",
+        )
+    version = msh.get(12).split(enc.component)[0]
+    if not _VERSION_RE.match(version):
+        raise HL7Error(f"unsupported HL7 version {version[:10]!r}", segment="MSH", field="12")
+    _check_with_hl7apy("\r".join(lines))
+    base = _header_meta(segs, enc, codec)
+    base.update(message_type=f"{kind}^{event}", hl7_version=version)
+    groups = _groups(segs, kind)
+    return _documents(groups, segs, enc, codec, base)
+
+
+def _codec(msh_line: str) -> str | None:
+    sep = msh_line[3:4] or "|"
+    fields = ["MSH", sep, *msh_line[4:].split(sep)]  # fields[n] is MSH-n
+    try:
+        return codec_for(fields[18] if len(fields) > 18 else "")
+    except ValueError as exc:
+        raise HL7Error(str(exc), segment="MSH", field="18") from exc
+
+
+def _segments(lines: list[str], enc: Encoding) -> list[Segment]:
+    counts: dict[str, int] = {}
+    out: list[Segment] = []
+    for lineno, line in enumerate(lines, start=1):
+        name = line[:3]
+        if not _SEG_RE.match(name) or (len(line) > 3 and line[3] != enc.field):
+            raise HL7Error(f"malformed segment at line {lineno}", segment=f"line {lineno}")
+        counts[name] = counts.get(name, 0) + 1
+        parts = line.split(enc.field)
+        fields = ["MSH", enc.field, *parts[1:]] if name == "MSH" else parts
+        out.append(Segment(name, fields, f"{name}[{counts[name]}]"))
+    return out
+
+
+def _check_with_hl7apy(er7: str) -> None:
+    """Let hl7apy judge the message shape; its exceptions become ours here."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.exceptions import HL7apyException
+    from hl7apy.parser import parse_message
+
+    try:
+        parse_message(er7, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+    except HL7apyException as exc:
+        raise HL7Error(f"hl7apy rejects the message ({type(exc).__name__})") from exc
+
+
+def _header_meta(segs: list[Segment], enc: Encoding, codec: str | None) -> dict[str, str]:
+    msh = segs[0]
+    meta = {"source": "hl7", "control_id": unescape(msh.get(10), enc, codec)}
+    if date := ts_to_fhir(msh.get(7)):
+        meta["date"] = date
+    pid = next((s for s in segs if s.name == "PID"), None)
+    if pid is not None:
+        cx = pid.get(3).split(enc.repetition)[0].split(enc.component)
+        if cx[0]:
+            system, assigner = _authority(cx[3] if len(cx) > 3 else "", enc)
+            meta["patient"] = f"{system}|{unescape(cx[0], enc, codec)}"
+            if assigner:
+                meta["patient_assigner"] = assigner
+    pv1 = next((s for s in segs if s.name == "PV1"), None)
+    if pv1 is not None:
+        cx = pv1.get(19).split(enc.repetition)[0].split(enc.component)
+        if cx[0]:
+            system, _ = _authority(cx[3] if len(cx) > 3 else "", enc)
+            meta["encounter"] = f"{system}|{unescape(cx[0], enc, codec)}"
+    return meta
+
+
+def _authority(hd: str, enc: Encoding) -> tuple[str, str]:
+    """(Identifier.system, assigner name) from an HD: only ISO OIDs make a system."""
+    parts = hd.split(enc.subcomponent)
+    name = parts[0]
+    if len(parts) > 2 and parts[2].upper() == "ISO" and parts[1]:
+        return f"urn:oid:{parts[1]}", name
+    return "", name
+
+
+def _groups(segs: list[Segment], kind: str) -> list[_Group]:
+    groups: list[_Group] = []
+    for seg in segs:
+        if seg.name in ("OBR", "TXA") or (seg.name == "OBX" and not groups):
+            if seg.name == "TXA" or not groups or groups[-1].obr or groups[-1].obx:
+                groups.append(_Group())
+            if seg.name != "OBX":
+                groups[-1].obr = seg
+                continue
+        if seg.name == "OBX":
+            groups[-1].obx.append(seg)
+    if kind == "MDM" and not any(g.obr and g.obr.name == "TXA" for g in groups):
+        raise HL7Error("MDM message without a TXA segment", segment="TXA")
+    return groups
+
+
+def _documents(
+    groups: list[_Group],
+    segs: list[Segment],
+    enc: Encoding,
+    codec: str | None,
+    base: dict[str, str],
+) -> list[Document]:
+    found: list[tuple[str, dict[str, str], list[dict[str, str]]]] = []
+    orphan_labs: list[dict[str, str]] = []
+    skipped: list[str] = []
+    for g in groups:
+        lines: list[tuple[tuple[int, ...], int, int, str]] = []
+        labs: list[dict[str, str]] = []
+        for pos, obx in enumerate(g.obx):
+            vtype = obx.get(2).split(enc.component)[0].upper()
+            key = (_subid(obx.get(4)), _int(obx.get(1)), pos)
+            if vtype in _TEXT_TYPES:
+                reps = obx.get(5).split(enc.repetition)
+                lines.append((*key, "\n".join(unescape(r, enc, codec) for r in reps)))
+            elif vtype == "ED":
+                text = ed_text(obx, enc, codec)
+                if text is None:
+                    skipped.append(obx.label)
+                else:
+                    lines.append((*key, text))
+            elif vtype in _LAB_TYPES:
+                labs.append(lab_result(obx, vtype, enc, codec))
+        if not lines:
+            orphan_labs.extend(labs)
+            continue
+        lines.sort(key=lambda t: (t[0], t[1], t[2]))
+        if not any(t[3].strip() for t in lines):
+            label = g.obr.label if g.obr is not None else "OBX"
+            raise HL7Error(
+                f"narrative OBX-5 is empty (truncated?) in the {label} group",
+                segment="OBX",
+                field="5",
+            )
+        found.append(("\n".join(t[3] for t in lines), _group_meta(g, enc, codec), labs))
+    if not found:
+        why = f" ({', '.join(skipped)}: unsupported ED payload)" if skipped else ""
+        raise HL7Error(f"no narrative OBX (TX, FT, ST or text ED){why}", segment="OBX", field="5")
+    docs = []
+    control = base.get("control_id") or "message"
+    for k, (text, gmeta, labs) in enumerate(found, start=1):
+        if k == 1:
+            labs = labs + orphan_labs
+        meta = {**base, **gmeta}
+        if labs:
+            meta["lab_results"] = json.dumps(labs, sort_keys=True)
+        doc_id = control if len(found) == 1 else f"{control}.{k}"
+        docs.append(Document(id=doc_id, text=text, meta=meta))
+    return docs
+
+
+def _subid(value: str) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", value)
+    return tuple(int(p) for p in parts) if parts else (0,)
+
+
+def _int(value: str) -> int:
+    return int(value) if value.strip().isdigit() else 0
+
+
+def _group_meta(g: _Group, enc: Encoding, codec: str | None) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    seg = g.obr
+    if seg is None:
+        return meta
+    if seg.name == "TXA":
+        if code := unescape(seg.get(2).split(enc.component)[0], enc, codec):
+            meta["doc_type"] = f"http://terminology.hl7.org/CodeSystem/v2-0270|{code}"
+            meta["doc_type_text"] = DOC_TYPES.get(code.upper(), code)
+        date_field, ident = seg.get(4) or seg.get(6), seg.get(12)
+    else:
+        ce = [*seg.get(4).split(enc.component), "", "", ""]
+        if ce[0]:
+            meta["doc_type"] = f"{CODE_SYSTEMS.get(ce[2].upper(), '')}|{unescape(ce[0], enc)}"
+        if ce[1]:
+            meta["doc_type_text"] = unescape(ce[1], enc, codec)
+        date_field, ident = seg.get(7), seg.get(3)
+    if date := ts_to_fhir(date_field):
+        meta["date"] = date
+    if value := unescape(ident.split(enc.component)[0], enc, codec):
+        meta["identifier"] = f"|{value}"
+    return meta

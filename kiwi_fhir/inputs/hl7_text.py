@@ -1,0 +1,150 @@
+"""HL7 v2 field values to Python strings: escapes, charsets, timestamps.
+
+Written by hand because hl7apy re-escapes the sequences it does not model
+(``\\.br\\`` comes back as ``\\E\\.br\\E\\`` and ``\\Xhh\\`` likewise), which
+would put backslashes into the note and shift every offset after them. The
+escape character is the message's own (MSH-2), not assumed to be ``\\``.
+
+``\\Xhh..\\`` escapes are raw bytes in the message charset (MSH-18); bytes of
+consecutive hex escapes are collected before decoding so a UTF-8 character
+split over two escapes still decodes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+#: HL7 table 0211 (MSH-18) to Python codecs.
+_CHARSETS: Final[dict[str, str]] = {
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+    "8859/2": "iso8859-2",
+    "8859/3": "iso8859-3",
+    "8859/4": "iso8859-4",
+    "8859/5": "iso8859-5",
+    "8859/6": "iso8859-6",
+    "8859/7": "iso8859-7",
+    "8859/8": "iso8859-8",
+    "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+    "UNICODE UTF-16": "utf-16",
+    "UNICODE": "utf-16",
+    "ISO IR192": "utf-8",
+    "ISO IR6": "ascii",
+    "ISO IR100": "latin-1",
+    "CP1252": "cp1252",
+    "WINDOWS-1252": "cp1252",
+}
+_TS_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?$")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The delimiters of one message (MSH-1 and MSH-2)."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+
+    @classmethod
+    def from_msh(cls, msh: str) -> Encoding:
+        if len(msh) < 5 or not msh[3].strip():
+            raise ValueError("MSH lacks its field separator / encoding characters")
+        f = msh[3]
+        enc = msh[4:].split(f, 1)[0]
+        if len(enc) < 3:
+            raise ValueError("MSH-2 needs at least three encoding characters")
+        return cls(f, enc[0], enc[1], enc[2], enc[3] if len(enc) > 3 else "&")
+
+
+def codec_for(msh18: str) -> str | None:
+    """Python codec for an MSH-18 value; None when absent (callers assume UTF-8)."""
+    name = msh18.split("~")[0].split("^")[0].strip().upper()
+    if not name:
+        return None
+    if name not in _CHARSETS:
+        raise ValueError(f"unknown character set {name[:20]!r}")
+    return _CHARSETS[name]
+
+
+def unescape(value: str, enc: Encoding, codec: str | None = None) -> str:
+    """Decode HL7 escape sequences in one field, component or repetition."""
+    e = enc.escape
+    if e not in value:
+        return value
+    out: list[str] = []
+    pending = bytearray()  # bytes of consecutive \X..\ escapes
+
+    def flush() -> None:
+        if pending:
+            out.append(_decode_hex(bytes(pending), codec))
+            pending.clear()
+
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        end = value.find(e, i + 1) if ch == e else -1
+        if ch != e or end < 0:
+            flush()
+            out.append(ch)
+            i += 1
+            continue
+        seq = value[i + 1 : end]
+        i = end + 1
+        if seq[:1] == "X" and re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", seq[1:]):
+            pending.extend(bytes.fromhex(seq[1:]))
+            continue
+        flush()
+        out.append(_named(seq, enc))
+    flush()
+    return "".join(out)
+
+
+def _named(seq: str, enc: Encoding) -> str:
+    simple = {
+        "F": enc.field,
+        "S": enc.component,
+        "T": enc.subcomponent,
+        "R": enc.repetition,
+        "E": enc.escape,
+        ".br": "\n",
+    }
+    if seq in simple:
+        return simple[seq]
+    if seq.startswith(".sp"):
+        n = seq[3:].strip().lstrip("+")
+        return "\n" * (int(n) if n.isdigit() else 1)
+    # \H\ \N\ highlighting, \.in\ \.ti\ \.ce\ \.fi\ \.nf\ \.sk\ layout, \C..\ \M..\ \Z..\
+    # charset switches and locally defined escapes carry no text.
+    return ""
+
+
+def _decode_hex(data: bytes, codec: str | None) -> str:
+    for name in (codec or "utf-8", "latin-1"):
+        try:
+            return data.decode(name)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")  # pragma: no cover - latin-1 decodes anything
+
+
+def ts_to_fhir(ts: str) -> str | None:
+    """HL7 TS/DTM to a valid FHIR dateTime (time kept only with a zone, as FHIR needs)."""
+    m = _TS_RE.match(ts.split("^")[0].strip())
+    if not m:
+        return None
+    year, month, day, hh, mi, ss, tz = m.groups()
+    if month is None:
+        return year
+    if day is None:
+        return f"{year}-{month}"
+    date = f"{year}-{month}-{day}"
+    if hh is None or tz is None:
+        return date
+    return f"{date}T{hh}:{mi or '00'}:{ss or '00'}{tz[:3]}:{tz[3:]}"

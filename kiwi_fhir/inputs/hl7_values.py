@@ -1,0 +1,110 @@
+"""HL7 v2 segment values: coded fields, ED payloads and structured results.
+
+Split from :mod:`.hl7` (message structure) so each stays readable; field
+values come from the raw ER7 text, see :mod:`.hl7_text` for why.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from kiwi_fhir.errors import HL7Error
+from kiwi_fhir.inputs.hl7_text import Encoding, unescape
+from kiwi_fhir.inputs.textconv import to_plain_text
+
+CODE_SYSTEMS: Final[dict[str, str]] = {
+    "LN": "http://loinc.org",
+    "SCT": "http://snomed.info/sct",
+    "SNM": "http://snomed.info/sct",
+    "CPT": "http://www.ama-assn.org/go/cpt",
+    "C4": "http://www.ama-assn.org/go/cpt",
+}
+#: HL7 table 0270 (TXA-2 document type), the common codes.
+DOC_TYPES: Final[dict[str, str]] = {
+    "AR": "Autopsy report",
+    "CD": "Cardiodiagnostics",
+    "CN": "Consultation",
+    "DI": "Diagnostic imaging",
+    "DS": "Discharge summary",
+    "ED": "Emergency department report",
+    "HP": "History and physical examination",
+    "OP": "Operative report",
+    "PC": "Psychiatric consultation",
+    "PN": "Procedure note",
+    "PR": "Progress note",
+    "SP": "Surgical pathology",
+    "TS": "Transfer summary",
+}
+_ED_TYPES: Final[dict[str, str]] = {"PLAIN": "text/plain", "HTML": "text/html", "RTF": "text/rtf"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    fields: list[str]  # fields[n] is field n (MSH: fields[1] is MSH-1)
+    label: str  # OBX[2] -- for error messages
+
+    def get(self, n: int) -> str:
+        return self.fields[n] if n < len(self.fields) else ""
+
+
+def ed_text(obx: Segment, enc: Encoding, codec: str | None) -> str | None:
+    """Text of an ED payload, or None when it is not text (a PDF, an image)."""
+    comps = obx.get(5).split(enc.component)
+    comps += [""] * (5 - len(comps))
+    dtype_s, subtype_s, encoding_s = (comps[1].upper(), comps[2].upper(), comps[3].upper())
+    ctype = _ED_TYPES.get(subtype_s) if dtype_s in ("TEXT", "TX", "APPLICATION") else None
+    if subtype_s == "RTF":
+        ctype = "text/rtf"
+    if ctype is None:
+        return None
+    payload = unescape(comps[4], enc, codec)
+    seg, fld = obx.label, "5.5"
+    if encoding_s in ("BASE64", "B64"):
+        try:
+            raw = base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise HL7Error("ED data is not valid base64", segment=seg, field=fld) from exc
+    elif encoding_s in ("A", "ASCII", ""):
+        return payload
+    elif encoding_s == "HEX":
+        try:
+            raw = bytes.fromhex(payload)
+        except ValueError as exc:
+            raise HL7Error("ED data is not valid hex", segment=seg, field=fld) from exc
+    else:
+        raise HL7Error(f"unknown ED encoding {encoding_s[:10]!r}", segment=obx.label, field="5.4")
+    try:
+        return to_plain_text(raw, ctype)[0]
+    except (LookupError, ValueError) as exc:
+        raise HL7Error(f"ED text does not decode ({exc})", segment=seg, field=fld) from exc
+
+
+def lab_result(obx: Segment, vtype: str, enc: Encoding, codec: str | None) -> dict[str, str]:
+    def u(v: str) -> str:
+        return unescape(v, enc, codec)
+
+    ce = [*obx.get(3).split(enc.component), "", "", ""]
+    unit = obx.get(6).split(enc.component)
+    value = obx.get(5)
+    lab = {
+        "set_id": obx.get(1),
+        "value_type": vtype,
+        "code": u(ce[0]),
+        "display": u(ce[1]),
+        "system": CODE_SYSTEMS.get(ce[2].upper(), ""),
+        "unit": u(unit[0]),
+        "range": u(obx.get(7)),
+        "flag": u(obx.get(8)),
+        "status": u(obx.get(11)),
+    }
+    if vtype == "SN":
+        sn = [*value.split(enc.component), "", "", "", ""]
+        lab.update(comparator=u(sn[0]), value=u(sn[1]), separator=u(sn[2]), value2=u(sn[3]))
+    else:
+        lab["value"] = u(value)
+    return {k: v for k, v in lab.items() if v}
