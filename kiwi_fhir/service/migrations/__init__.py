@@ -1,0 +1,1 @@
+"""Alembic migrations of the intake store (run by ``IntakeStore.migrate``)."""

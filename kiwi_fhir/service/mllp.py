@@ -1,0 +1,190 @@
+"""MLLP listener: ``0x0B message 0x1C 0x0D`` frames in, HL7 ACKs out.
+
+Contract with interface engines: ``AA`` only after the message is durably
+stored (processing continues afterwards); ``AE``/``AR`` per the one status
+table. Each connection is served in order (MLLP is stop-and-wait); many
+connections run concurrently. Bytes outside frames are dropped; a frame
+over the limit is discarded up to its end marker and answered ``AR`` while
+the connection stays up; a connection idle past the timeout is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+from typing import TYPE_CHECKING, Final
+
+from kiwi_fhir.errors import PayloadTooLargeError
+from kiwi_fhir.service import intake
+from kiwi_fhir.service.status import error_field, outcome, public_message
+
+if TYPE_CHECKING:
+    from kiwi_fhir.service.app import Service
+
+log = logging.getLogger(__name__)
+SB: Final = b"\x0b"
+EB: Final = b"\x1c\x0d"
+_ids = count(1)
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """A frame cut off at the limit; ``head`` still holds its MSH for the ACK."""
+
+    head: bytes
+    size: int
+
+
+class FrameReader:
+    """Incremental MLLP de-framer: feed TCP reads, get whole frames back."""
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._in_frame = False
+        self._skipping: Oversized | None = None
+        self.garbage = 0  # bytes dropped outside frames
+
+    def feed(self, data: bytes) -> list[bytes | Oversized]:
+        self._buf += data
+        out: list[bytes | Oversized] = []
+        while True:
+            if not self._in_frame:
+                start = self._buf.find(SB)
+                if start < 0:
+                    self.garbage += len(self._buf)
+                    self._buf.clear()
+                    return out
+                self.garbage += start
+                del self._buf[: start + 1]
+                self._in_frame = True
+            end = self._buf.find(EB)
+            if self._skipping is not None:
+                if end < 0:
+                    keep = 1 if self._buf.endswith(b"\x1c") else 0
+                    n = len(self._buf) - keep
+                    self._skipping = Oversized(self._skipping.head, self._skipping.size + n)
+                    del self._buf[:n]
+                    return out
+                out.append(Oversized(self._skipping.head, self._skipping.size + end))
+                self._skipping = None
+            elif end < 0:
+                if len(self._buf) > self.max_frame:
+                    self._skipping = Oversized(bytes(self._buf[:1024]), len(self._buf))
+                    self._buf.clear()
+                return out
+            elif end > self.max_frame:
+                out.append(Oversized(bytes(self._buf[:1024]), end))
+            else:
+                out.append(bytes(self._buf[:end]))
+            del self._buf[: end + 2]
+            self._in_frame = False
+
+
+def build_ack(raw: bytes, code: str, exc: BaseException | None = None) -> bytes:
+    """An ACK for ``raw`` (sender/receiver swapped, MSA-2 = its MSH-10)."""
+    h = intake.read_msh(raw)
+    fs, enc = (h.field_sep, h.encoding) if h else ("|", "^~\\&")
+    comp = enc[:1] or "^"
+
+    def clean(value: str) -> str:  # our own text must not break the ER7 structure
+        for ch in (fs, *enc, "\r", "\n"):
+            value = value.replace(ch, " ")
+        return value
+
+    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    event = h.event if h else ""
+    msh = fs.join(["MSH", enc, h.receiving_app if h else "KIWI-FHIR",
+                   h.receiving_facility if h else "", h.sending_app if h else "",
+                   h.sending_facility if h else "", now, "",
+                   f"ACK{comp}{event}{comp}ACK" if event else "ACK",
+                   f"KF{now}{next(_ids):06d}", h.processing_id if h else "P",
+                   h.version if h else "2.5"])  # fmt: skip
+    segs = [msh, fs.join(["MSA", code, h.control_id if h else ""])]
+    if exc is not None:
+        where = error_field(exc).split("-")
+        loc = comp.join([where[0], "1", where[1]]) if len(where) == 2 else ""
+        text = clean(public_message(exc))[:200]
+        err_code = f"{outcome(exc).hl7_error}{comp}{text}{comp}HL70357"
+        segs.append(fs.join(["ERR", "", loc, err_code, "E", "", "", "", text]))
+    return SB + ("\r".join(segs) + "\r").encode("utf-8") + EB
+
+
+class MllpServer:
+    def __init__(self, service: Service) -> None:
+        self.svc = service
+        self.settings = service.settings
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._conns: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()  # between a frame and its ACK
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, self.settings.host,
+                                                 self.settings.mllp_port)  # fmt: skip
+        self.port = int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; idle connections close now, busy ones get ``grace`` to answer."""
+        if self.server is not None:
+            self.server.close()
+        for t in self._conns - self._busy:
+            t.cancel()
+        if self._busy:
+            await asyncio.wait(list(self._busy), timeout=grace)
+        for t in list(self._conns):
+            t.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+        frames = FrameReader(self.settings.mllp_max_frame_bytes)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536),
+                                                  self.settings.mllp_idle_timeout_s)  # fmt: skip
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                ready = frames.feed(data)
+                if task is not None and ready:
+                    self._busy.add(task)
+                for frame in ready:
+                    writer.write(await self._answer(frame))
+                    await writer.drain()
+                if task is not None:
+                    self._busy.discard(task)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if task is not None:
+                self._conns.discard(task)
+                self._busy.discard(task)
+            writer.close()
+            await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+
+    async def _answer(self, frame: bytes | Oversized) -> bytes:
+        m = self.svc.metrics
+        m.requests.labels("mllp", "message").inc()
+        t0 = time.perf_counter()
+        raw = frame.head if isinstance(frame, Oversized) else frame
+        try:
+            if isinstance(frame, Oversized):
+                raise PayloadTooLargeError(frame.size, self.settings.mllp_max_frame_bytes)
+            new = await asyncio.to_thread(intake.hl7_job, frame, "mllp")
+            await self.svc.submit(new)  # durable before we say AA
+            return build_ack(raw, "AA")
+        except Exception as exc:
+            o = outcome(exc)
+            m.errors.labels("mllp", "message", o.ack).inc()
+            log.info("MLLP message refused with %s (%s)", o.ack, type(exc).__name__)
+            return build_ack(raw, o.ack, exc)
+        finally:
+            m.latency.labels("mllp", "message").observe(time.perf_counter() - t0)

@@ -1,0 +1,234 @@
+"""Durable intake: every accepted payload is a ``jobs`` row before we say yes.
+
+The only module that sees SQLAlchemy rows; callers get frozen ``Job``s.
+Methods are blocking (callers on the event loop use ``asyncio.to_thread``)
+and every database failure leaves as ``StoreError`` from ``_guard``.
+
+Idempotence lives in two unique columns: ``dedup_key`` (the sender's
+identity for the item: HL7 sender + MSH-10, or DocumentReference id +
+version) and ``sha256`` (the exact payload). An insert that collides on
+either returns the existing job. ``completions`` counts transitions to
+``done`` so tests can prove exactly-once completion across crashes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)  # fmt: skip
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from kiwi_fhir.errors import JobNotFoundError, StoreError
+
+RECEIVED: Final = "received"
+PROCESSING: Final = "processing"
+DONE: Final = "done"
+FAILED: Final = "failed"
+STATUSES: Final = (RECEIVED, PROCESSING, DONE, FAILED)
+_MIGRATIONS: Final = Path(__file__).with_name("migrations")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    dedup_key: Mapped[str | None] = mapped_column(String(512), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    model_id: Mapped[str | None] = mapped_column(String(200))
+    backend: Mapped[str | None] = mapped_column(String(100))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    completions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated payload, not yet stored (built by :mod:`.intake`)."""
+
+    source: str  # grpc | mllp | subscription
+    kind: str  # text | hl7 | docref
+    payload: bytes
+    sha256: str
+    dedup_key: str | None = None
+    params: str = "{}"  # JSON: references that travel with a text payload
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    source: str
+    kind: str
+    payload: bytes
+    sha256: str
+    dedup_key: str | None
+    params: str
+    received_at: datetime
+    status: str
+    error: str | None
+    result: str | None  # JSON {"bundle": ..., "documents": [...]}
+    model_id: str | None
+    backend: str | None
+    attempts: int
+    completions: int
+
+
+def _job(row: JobRow) -> Job:
+    return Job(row.id, row.source, row.kind, row.payload, row.sha256, row.dedup_key, row.params,
+               row.received_at, row.status, row.error, row.result, row.model_id, row.backend,
+               row.attempts, row.completions)  # fmt: skip
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class IntakeStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open intake database ({type(exc).__name__})") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def _guard(self) -> Iterator[Session]:
+        """One transaction; library failures become ``StoreError`` here, nowhere else."""
+        try:
+            with self._session.begin() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            # The driver message can echo bound parameters (payloads): keep it off.
+            raise StoreError(f"intake database error ({type(exc).__name__})") from exc
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe to repeat)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot migrate intake database ({type(exc).__name__})") from exc
+
+    def submit(self, new: NewJob) -> tuple[Job, bool]:
+        """Store ``new`` (status ``received``) or return the job it duplicates.
+
+        Returns ``(job, created)``; ``created`` is False for a duplicate.
+        """
+        if (found := self._existing(new)) is not None:
+            return found, False
+        now = _now()
+        row = JobRow(id=str(uuid.uuid4()), source=new.source, kind=new.kind,
+                     dedup_key=new.dedup_key, sha256=new.sha256, payload=new.payload,
+                     params=new.params, received_at=now, updated_at=now, status=RECEIVED,
+                     attempts=0, completions=0)  # fmt: skip
+        try:
+            with self._guard() as s:
+                s.add(row)
+        except StoreError as exc:
+            lost_race = isinstance(exc.__cause__, IntegrityError)  # a twin was inserted first
+            if lost_race and (found := self._existing(new)) is not None:
+                return found, False
+            raise
+        return _job(row), True
+
+    def _existing(self, new: NewJob) -> Job | None:
+        cond = JobRow.sha256 == new.sha256
+        if new.dedup_key is not None:
+            cond = or_(cond, JobRow.dedup_key == new.dedup_key)
+        with self._guard() as s:
+            row = s.scalars(select(JobRow).where(cond).limit(1)).first()
+            return _job(row) if row is not None else None
+
+    def get(self, job_id: str) -> Job:
+        with self._guard() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFoundError(job_id)
+            return _job(row)
+
+    def pending(self) -> list[Job]:
+        """Jobs a crash left unfinished, oldest first."""
+        with self._guard() as s:
+            rows = s.scalars(select(JobRow).where(JobRow.status.in_((RECEIVED, PROCESSING)))
+                             .order_by(JobRow.received_at))  # fmt: skip
+            return [_job(r) for r in rows]
+
+    def mark_processing(self, ids: Sequence[str]) -> None:
+        with self._guard() as s:
+            s.execute(update(JobRow).where(JobRow.id.in_(ids), JobRow.status != DONE)
+                      .values(status=PROCESSING, attempts=JobRow.attempts + 1,
+                              updated_at=_now()))  # fmt: skip
+
+    def finish(self, outcomes: Sequence[tuple[str, str, str | None, str, str]]) -> list[Job]:
+        """Record ``(id, status, error, result_json, model/backend)`` rows in one transaction.
+
+        A job already ``done`` is left alone, so a replay never completes twice.
+        """
+        with self._guard() as s:
+            for job_id, status, error, result, model_backend in outcomes:
+                model, _, backend = model_backend.partition("|")
+                s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status != DONE)
+                          .values(status=status, error=error, result=result or None,
+                                  model_id=model or None, backend=backend or None,
+                                  completions=JobRow.completions + int(status == DONE),
+                                  updated_at=_now()))  # fmt: skip
+            rows = s.scalars(select(JobRow).where(JobRow.id.in_([o[0] for o in outcomes])))
+            return [_job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._guard() as s:
+            rows = s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all()
+        got = {str(status): int(n) for status, n in rows}
+        return {st: got.get(st, 0) for st in STATUSES}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers run beside the writer; FULL sync makes an ACK survive power loss."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
