@@ -23,7 +23,9 @@ cause stays on the chain but callers only catch our types::
         ├── StoreError              the intake database is unavailable
         ├── JobNotFoundError        no stored job with that id
         ├── JobTimeoutError         result not ready before the caller's deadline
-        └── AuthenticationError     missing or wrong bearer token
+        ├── AuthenticationError     missing or wrong bearer token / notification header
+        └── FhirServerError         the configured FHIR server failed (retried later)
+            └── FhirServerRejectedError  it refused the request (4xx): no retry helps
 
 ``kiwi_fhir.service.status`` maps each class to a gRPC status code and an
 HL7 ACK code in one table.
@@ -169,3 +171,56 @@ class InvalidFieldError(InputError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class BackendUnavailableError(BackendError):
+    """A remote inference server cannot be reached or is not ready; retry later.
+
+    Raised after the client's own retries are spent, so the service answers
+    UNAVAILABLE (gRPC) / AR (HL7) and keeps the job for a later attempt.
+    ``url`` names the server; never the request payload.
+    """
+
+    def __init__(self, backend: str, url: str, reason: str) -> None:
+        super().__init__(f"{backend} backend at {url} unavailable: {reason}")
+        self.backend = backend
+        self.url = url
+        self.reason = reason
+
+
+class BackendTimeoutError(BackendUnavailableError):
+    """The remote inference server did not answer within the configured timeout."""
+
+
+class BackendRejectedError(BackendError):
+    """A remote server refused a request as invalid (HTTP 4xx), e.g. a prompt
+    longer than the model's context: resending the same request cannot help.
+
+    ``kind`` is the server's error type, never its message (which may quote
+    the prompt).
+    """
+
+    def __init__(self, backend: str, url: str, status: int, kind: str) -> None:
+        super().__init__(f"{backend} backend at {url} rejected the request: HTTP {status} {kind}")
+        self.backend = backend
+        self.url = url
+        self.status = status
+        self.kind = kind
+
+
+class FhirServerError(ServiceError):
+    """The FHIR server we fetch from / write to failed: network, timeout, 5xx, 429.
+
+    The job keeps its place and is retried with backoff; ``status`` is the HTTP
+    status (None for network failures), ``operation`` what we were doing.
+    """
+
+    def __init__(self, operation: str, reason: str, *, status: int | None = None) -> None:
+        super().__init__(f"FHIR server {operation}: {reason}")
+        self.operation = operation
+        self.reason = reason
+        self.status = status
+
+
+class FhirServerRejectedError(FhirServerError):
+    """The FHIR server answered 4xx (not 408/429): resending the same request cannot help."""

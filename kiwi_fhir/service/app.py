@@ -16,7 +16,7 @@ import json
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiwi_fhir.errors import JobTimeoutError, OverloadedError
 from kiwi_fhir.extractors.base import Extractor
@@ -24,6 +24,9 @@ from kiwi_fhir.service import store
 from kiwi_fhir.service.metrics import Metrics
 from kiwi_fhir.service.settings import ServiceSettings
 from kiwi_fhir.service.worker import Batcher, consume_result
+
+if TYPE_CHECKING:
+    from kiwi_fhir.service.subscription_worker import SubscriptionWorker
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +43,14 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self.store = store.IntakeStore(settings.db)
-        if extractor is None:
-            from kiwi_fhir.extractors.onnx import OnnxExtractor
+        if extractor is None:  # chosen by settings.backend; a missing extra fails here
+            from kiwi_fhir.extractors.registry import extractor_from_settings
 
-            extractor = OnnxExtractor(settings.model_dir, threads=settings.threads)
+            extractor = extractor_from_settings(settings)
         self.extractor = extractor
         self.batcher: Batcher | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self.subscription_worker: SubscriptionWorker | None = None
         self._listeners: list[Any] = []
         self.ports: dict[str, int] = {}
 
@@ -59,10 +64,18 @@ class Service:
         self.batcher.start()
         pending = await asyncio.to_thread(self.store.pending)
         for job in pending:
-            self.batcher.enqueue(job).add_done_callback(consume_result)
+            if job.kind != store.FHIRREF:  # those wait for their fetch (subscription worker)
+                self._enqueue(job)
         if pending:
             log.info("re-queued %d job(s) left unfinished by the previous run", len(pending))
         self.metrics.watch_jobs(self.store.counts)
+        if s.fhir_base_url is not None:
+            from kiwi_fhir.service.fhir_client import FhirClient
+            from kiwi_fhir.service.subscription_worker import SubscriptionWorker
+
+            self.subscription_worker = SubscriptionWorker(s, self.store, FhirClient(s),
+                                                          self._enqueue)  # fmt: skip
+            self.subscription_worker.start()
         if s.grpc_port is not None:
             from kiwi_fhir.service.grpc_server import GrpcServer
 
@@ -70,6 +83,7 @@ class Service:
             await g.start()
             self._listeners.append(g)
             self.ports["grpc"] = g.port
+            self._health_task = asyncio.create_task(self._watch_backend(g), name="kiwi-health")
         if s.mllp_port is not None:
             from kiwi_fhir.service.mllp import MllpServer
 
@@ -78,7 +92,12 @@ class Service:
             self._listeners.append(m)
             self.ports["mllp"] = m.port
         if s.http_port is not None:
-            self.ports["http"] = self.metrics.serve(s.host, s.http_port)
+            from kiwi_fhir.service.http_app import HttpServer
+
+            h = HttpServer(self)
+            await h.start()
+            self._listeners.append(h)
+            self.ports["http"] = h.port
         if s.ready_file is not None:
             tmp = s.ready_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.ports), encoding="utf-8")
@@ -98,6 +117,50 @@ class Service:
         fut.add_done_callback(consume_result)
         return Submission(job, not created, fut)
 
+    def _enqueue(self, job: store.Job) -> None:
+        """Queue a stored job; a subscription job wakes the write-back when it ends."""
+        assert self.batcher is not None, "service not started"
+        fut = self.batcher.enqueue(job)
+        fut.add_done_callback(consume_result)
+        if job.source == store.SUBSCRIPTION and self.subscription_worker is not None:
+            worker = self.subscription_worker
+            fut.add_done_callback(lambda _f: worker.wake())
+
+    async def submit_subscription(self, new: store.NewJob) -> dict[str, Any]:
+        """Store a notification's job; references wait for the fetch, resources are queued."""
+        if new.kind == store.FHIRREF:
+            job, created = await asyncio.to_thread(self.store.submit, new)
+        else:
+            sub = await self.submit(new)
+            job, created = sub.job, not sub.duplicate
+        if self.subscription_worker is not None:
+            if sub_fut := (self.batcher.waiters.get(job.id) if self.batcher else None):
+                worker = self.subscription_worker
+                sub_fut.add_done_callback(lambda _f: worker.wake())
+            self.subscription_worker.wake()
+        return {"id": job.id, "duplicate": not created, "status": job.status}
+
+    async def _watch_backend(self, grpc_server: Any) -> None:
+        """Extraction readiness follows the backend: a load balancer can route
+        around a replica whose Triton/vLLM is down, while intake (durable) and
+        the process itself (health ``""``) stay up."""
+        from grpc_health.v1 import health_pb2
+
+        from kiwi_fhir.service.grpc_server import SERVICE
+
+        last: bool | None = None
+        while True:
+            ok = await asyncio.to_thread(self.extractor.health)
+            if ok != last:
+                state = health_pb2.HealthCheckResponse.SERVING if ok else (
+                    health_pb2.HealthCheckResponse.NOT_SERVING)  # fmt: skip
+                await grpc_server.health.set(SERVICE, state)
+                if last is not None or not ok:
+                    log.warning("extractor backend %s is %s", self.extractor.name,
+                                "healthy again" if ok else "unavailable")  # fmt: skip
+                last = ok
+            await asyncio.sleep(self.settings.backend_health_interval_s)
+
     async def result(self, sub: Submission, timeout: float | None) -> store.Job:
         if sub.future is None:
             return sub.job
@@ -111,6 +174,11 @@ class Service:
 
     async def stop(self) -> None:
         grace = self.settings.drain_timeout_s
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
+        if self.subscription_worker is not None:  # its state is in the store: resumes on start
+            await self.subscription_worker.stop()
         for listener in reversed(self._listeners):
             await listener.stop(grace)
         if self.batcher is not None:

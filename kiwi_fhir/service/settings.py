@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -45,6 +45,25 @@ class ServiceSettings(BaseSettings):
     db: str = "sqlite:///kiwi-fhir-intake.db"
     model_dir: Path | None = None
     threads: int = Field(2, ge=1)
+    # The extractor (kiwi_fhir.extractors.registry; docs/backends.md). A remote
+    # backend that is down does not stop the service: jobs answer UNAVAILABLE,
+    # are retried, and health reports the extraction service NOT_SERVING.
+    backend: Literal["onnx", "triton", "llm", "hybrid"] = "onnx"
+    #: What the hybrid backend runs first (the LLM is its second opinion).
+    hybrid_primary: Literal["onnx", "triton"] = "onnx"
+    #: Triton's gRPC endpoint (host:port); its repository is built by ``make triton-repo``.
+    triton_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = Field(30.0, gt=0)
+    #: Retries (exponential backoff) of one request before it counts as UNAVAILABLE.
+    triton_retries: int = Field(3, ge=0)
+    #: An OpenAI-compatible endpoint (vLLM) and the model name it serves.
+    llm_url: str = "http://127.0.0.1:8000/v1"
+    llm_model: str = "kiwi-llama"
+    llm_timeout_s: float = Field(120.0, gt=0)
+    #: Further keyword arguments for the chosen backend's constructor (override the above).
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    #: How often the backend's health is probed for the gRPC health service.
+    backend_health_interval_s: float = Field(5.0, gt=0)
     batch_max_size: int = Field(16, ge=1)
     batch_max_wait_ms: float = Field(10.0, ge=0)
     queue_max: int = Field(1024, ge=1)
@@ -61,6 +80,33 @@ class ServiceSettings(BaseSettings):
     #: Written as JSON ``{"grpc": port, "mllp": port, "http": port}`` once listening.
     ready_file: Path | None = None
     log_level: str = "INFO"
+    #: The web demo page (``/demo``) on the HTTP port.
+    demo: bool = True
+    # FHIR Subscriptions (docs/subscriptions.md). The notification endpoint is
+    # ``/fhir/notify`` on the HTTP port; it answers 503 until a header value is set.
+    fhir_base_url: str | None = None
+    #: The Subscription's ``channel.header``, split: every notification must carry it.
+    subscription_header_name: str = "Authorization"
+    subscription_header_value: SecretStr | None = None
+    #: What an ``empty`` notification (or an R4 core ping) makes us search for.
+    subscription_criteria: str = "DocumentReference?_sort=-_lastUpdated&_count=50"
+    #: Auth towards the FHIR server: a static bearer token, or SMART backend services
+    #: (client credentials; ``fhir_private_key`` = asymmetric client auth, else the secret).
+    fhir_token: SecretStr | None = None
+    fhir_token_url: str | None = None
+    fhir_client_id: str | None = None
+    fhir_client_secret: SecretStr | None = None
+    fhir_private_key: Path | None = None
+    fhir_scope: str = "system/DocumentReference.read system/*.write"
+    fhir_timeout_s: float = Field(10.0, gt=0)
+    #: Tries within one fetch/write-back before the job waits for a later round.
+    fhir_attempts: int = Field(3, ge=1)
+    #: Backoff between rounds: base * 2**n, capped.
+    fhir_retry_base_s: float = Field(1.0, gt=0)
+    fhir_retry_max_s: float = Field(300.0, gt=0)
+    #: 0 = the whole write-back in one transaction. Servers that cap transactions
+    #: with conditional creates (medplum: 8 entries) get several, in order.
+    fhir_transaction_max_entries: int = Field(0, ge=0)
 
     @field_validator("db")
     @classmethod
@@ -78,6 +124,15 @@ class ServiceSettings(BaseSettings):
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if self.fhir_base_url is not None and not self.fhir_base_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("fhir_base_url must be an http(s) URL")
+        smart = (self.fhir_token_url, self.fhir_client_id)
+        if any(smart) and not all(smart):
+            raise ValueError("fhir_token_url and fhir_client_id go together")
+        if self.fhir_client_id and not (self.fhir_client_secret or self.fhir_private_key):
+            raise ValueError("fhir_client_id needs fhir_client_secret or fhir_private_key")
         return self
 
     @classmethod

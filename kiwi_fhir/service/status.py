@@ -38,6 +38,9 @@ TABLE: Final[dict[type[BaseException], Outcome]] = {
     e.AuthenticationError: Outcome(grpc.StatusCode.UNAUTHENTICATED, "AR", "207"),
     e.ServiceError: Outcome(grpc.StatusCode.UNAVAILABLE, "AR", "207"),
     e.ModelError: Outcome(grpc.StatusCode.UNAVAILABLE, "AR", "207"),
+    # A remote server down or slow is never the message's fault: AR, resend later.
+    e.BackendTimeoutError: Outcome(grpc.StatusCode.UNAVAILABLE, "AR", "207"),
+    e.BackendUnavailableError: Outcome(grpc.StatusCode.UNAVAILABLE, "AR", "207"),
     e.BackendError: Outcome(grpc.StatusCode.UNAVAILABLE, "AR", "207"),
     e.FhirOutputError: Outcome(grpc.StatusCode.INTERNAL, "AE", "207"),
     e.KiwiError: Outcome(grpc.StatusCode.INTERNAL, "AE", "207"),

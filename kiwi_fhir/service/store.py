@@ -9,6 +9,12 @@ identity for the item: HL7 sender + MSH-10, or DocumentReference id +
 version) and ``sha256`` (the exact payload). An insert that collides on
 either returns the existing job. ``completions`` counts transitions to
 ``done`` so tests can prove exactly-once completion across crashes.
+
+Subscription jobs carry a second state, ``writeback`` (pending -> done |
+failed; NULL for other sources): results go back to the FHIR server after
+``done``. ``next_attempt_at`` schedules both the fetch of an ``fhirref`` job
+(a notification that named a resource we still have to read) and write-back
+retries, so a restart resumes the backoff where it was.
 """
 
 from __future__ import annotations
@@ -41,10 +47,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from kiwi_fhir.errors import JobNotFoundError, StoreError
 
 RECEIVED: Final = "received"
+PENDING: Final = "pending"  # writeback states: pending -> done | failed | skipped
+SKIPPED: Final = "skipped"
 PROCESSING: Final = "processing"
 DONE: Final = "done"
 FAILED: Final = "failed"
 STATUSES: Final = (RECEIVED, PROCESSING, DONE, FAILED)
+SUBSCRIPTION: Final = "subscription"
+FHIRREF: Final = "fhirref"  # kind: a reference still to be fetched (then rewritten to docref)
 _MIGRATIONS: Final = Path(__file__).with_name("migrations")
 
 
@@ -71,6 +81,10 @@ class JobRow(Base):
     backend: Mapped[str | None] = mapped_column(String(100))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     completions: Mapped[int] = mapped_column(Integer, default=0)
+    writeback: Mapped[str | None] = mapped_column(String(16), index=True)
+    writeback_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    writeback_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True)
@@ -102,12 +116,17 @@ class Job:
     backend: str | None
     attempts: int
     completions: int
+    writeback: str | None = None
+    writeback_attempts: int = 0
+    writeback_error: str | None = None
+    next_attempt_at: datetime | None = None
 
 
 def _job(row: JobRow) -> Job:
     return Job(row.id, row.source, row.kind, row.payload, row.sha256, row.dedup_key, row.params,
                row.received_at, row.status, row.error, row.result, row.model_id, row.backend,
-               row.attempts, row.completions)  # fmt: skip
+               row.attempts, row.completions, row.writeback, row.writeback_attempts or 0,
+               row.writeback_error, row.next_attempt_at)  # fmt: skip
 
 
 def _now() -> datetime:
@@ -160,7 +179,8 @@ class IntakeStore:
         row = JobRow(id=str(uuid.uuid4()), source=new.source, kind=new.kind,
                      dedup_key=new.dedup_key, sha256=new.sha256, payload=new.payload,
                      params=new.params, received_at=now, updated_at=now, status=RECEIVED,
-                     attempts=0, completions=0)  # fmt: skip
+                     attempts=0, completions=0, writeback_attempts=0,
+                     writeback=PENDING if new.source == SUBSCRIPTION else None)  # fmt: skip
         try:
             with self._guard() as s:
                 s.add(row)
@@ -214,6 +234,67 @@ class IntakeStore:
                                   updated_at=_now()))  # fmt: skip
             rows = s.scalars(select(JobRow).where(JobRow.id.in_([o[0] for o in outcomes])))
             return [_job(r) for r in rows]
+
+    # -- subscription jobs: fetch and write-back scheduling ------------------------
+
+    def due_fetches(self, limit: int = 16) -> list[Job]:
+        """``fhirref`` jobs whose fetch is due now (never tried, or backoff over)."""
+        now = _now()
+        with self._guard() as s:
+            rows = s.scalars(select(JobRow).where(
+                JobRow.kind == FHIRREF, JobRow.status == RECEIVED,
+                or_(JobRow.next_attempt_at.is_(None), JobRow.next_attempt_at <= now))
+                .order_by(JobRow.received_at).limit(limit))  # fmt: skip
+            return [_job(r) for r in rows]
+
+    def resolve(self, job_id: str, kind: str, payload: bytes, dedup_key: str | None) -> Job | None:
+        """The fetched resource replaces the reference; the job is then an ordinary one.
+
+        None when another job already holds that resource version: this one is
+        then closed as a duplicate (``done``, nothing to write back).
+        """
+        values: dict[str, Any] = {"kind": kind, "payload": payload, "error": None,
+                                  "next_attempt_at": None, "updated_at": _now()}  # fmt: skip
+        try:
+            with self._guard() as s:
+                s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.kind == FHIRREF)
+                          .values(dedup_key=dedup_key, **values))  # fmt: skip
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+            with self._guard() as s:
+                s.execute(update(JobRow).where(JobRow.id == job_id)
+                          .values(status=DONE, writeback=DONE, completions=JobRow.completions + 1,
+                                  **values))  # fmt: skip
+            return None
+        return self.get(job_id)
+
+    def retry_at(self, job_id: str, error: str, at: datetime, *, writeback: bool) -> None:
+        """Record a failed fetch (``error``) or write-back and when to try again."""
+        with self._guard() as s:
+            values: dict[str, Any] = {"next_attempt_at": at, "updated_at": _now()}
+            if writeback:
+                values.update(writeback_error=error,
+                              writeback_attempts=JobRow.writeback_attempts + 1)  # fmt: skip
+            else:
+                values.update(error=error, attempts=JobRow.attempts + 1)
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+
+    def due_writebacks(self, limit: int = 16) -> list[Job]:
+        """Finished subscription jobs whose results still have to reach the FHIR server."""
+        now = _now()
+        with self._guard() as s:
+            rows = s.scalars(select(JobRow).where(
+                JobRow.writeback == PENDING, JobRow.status.in_((DONE, FAILED)),
+                or_(JobRow.next_attempt_at.is_(None), JobRow.next_attempt_at <= now))
+                .order_by(JobRow.received_at).limit(limit))  # fmt: skip
+            return [_job(r) for r in rows]
+
+    def writeback_finished(self, job_id: str, state: str, error: str | None = None) -> None:
+        with self._guard() as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id)
+                      .values(writeback=state, writeback_error=error, next_attempt_at=None,
+                              updated_at=_now()))  # fmt: skip
 
     def counts(self) -> dict[str, int]:
         with self._guard() as s:
