@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--encoder", metavar="DIR", help="BERT-style encoder (default: MiniLM-L6)")
     tr.add_argument("--epochs", type=int, default=20)
     tr.add_argument("--seed", type=int, default=13)
+    tr.add_argument("--lr", type=float, default=1.5e-4, help="encoder learning rate")
     tr.add_argument("--max-notes", type=int, help="train on the first N notes only (smoke tests)")
     tr.add_argument("--no-quantize", action="store_true", help="skip the int8 model")
     tr.set_defaults(func=_cmd_train)

@@ -51,9 +51,33 @@ def export_relation(head: RelationHead, hidden: int, path: Path) -> None:
     )
 
 
+def fp32_nodes(model_path: Path) -> list[str]:
+    """MatMuls kept in fp32: the two tag heads and each layer's FFN output
+    projection. Measured on the dev split (first shipped model): quantizing
+    everything cost 1.0 point of NER exact F1 versus fp32; keeping these
+    brings it within 0.2 for +10 MB and about a third of the FLOPs in fp32.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul"
+        and (n.name in ("/main/MatMul", "/mod/MatMul") or "/output/dense/" in n.name)
+        and "/attention/" not in n.name
+    ]
+
+
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8, per channel: default settings drift to cosine 0.92 of
     fp32 on MiniLM, per-channel keeps 0.99."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=fp32_nodes(src),
+    )

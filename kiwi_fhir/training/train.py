@@ -91,7 +91,9 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = PipelineConfig()
     pipe = BertPipeline(load_tokenizer(encoder / "tokenizer.json"), cfg)
     t0 = time.time()
-    tagger, head = fit(pipe, encoder, train_docs, dev_docs, epochs=args.epochs, seed=args.seed)
+    tagger, head = fit(
+        pipe, encoder, train_docs, dev_docs, epochs=args.epochs, seed=args.seed, lr=args.lr
+    )
     train_minutes = (time.time() - t0) / 60
 
     from kiwi_fhir.training.export import export_relation, export_tagger, quantize_int8
@@ -132,6 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         "train_notes": len(train_docs),
         "dev_notes": [d.document.id for d in dev_docs],
         "epochs": args.epochs,
+        "lr": args.lr,
         "seed": args.seed,
         "train_minutes": round(train_minutes, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
