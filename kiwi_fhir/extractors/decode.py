@@ -131,45 +131,49 @@ def pair_candidates(
 
     Features are what a nearest-entity rule looks at, made learnable:
     types, signed distance, entities in between, the entity's rank among
-    same-typed candidates for this modifier, sentence and line breaks.
+    allowed candidates for this modifier, sentence and line breaks. Pairs
+    come per modifier, nearest entity first (ties in entity order).
     """
-    pairs: list[tuple[int, int]] = []
-    feats: list[list[int]] = []
-    starts = np.asarray([e.first for e in entities], dtype=np.int64)
-    ends = np.asarray([e.last for e in entities], dtype=np.int64)
-    etypes = [ENTITY_TYPES.index(e.label) for e in entities]
+    if not entities or not modifiers:
+        return [], np.zeros((0, N_FEATS), dtype=np.int64)
+    first = np.asarray([e.first for e in entities], dtype=np.int64)
+    last = np.asarray([e.last for e in entities], dtype=np.int64)
+    etype = np.asarray([ENTITY_TYPES.index(e.label) for e in entities], dtype=np.int64)
     nl_cum = np.concatenate(([0], np.cumsum(newline_before_word)))
+    pairs: list[tuple[int, int]] = []
+    blocks: list[NDArray[np.int64]] = []
     for mi, m in enumerate(modifiers):
-        near: list[tuple[int, int]] = []
-        for ei, e in enumerate(entities):
-            if not is_allowed(e.label, m.label):
-                continue
-            if m.first > e.last:
-                d = m.first - e.last
-            elif e.first > m.last:
-                d = -(e.first - m.last)
-            else:
-                d = 0
-            if abs(d) <= MAX_PAIR_WORDS:
-                near.append((ei, d))
-        ranked = sorted(near, key=lambda x: abs(x[1]))
-        for rank, (ei, d) in enumerate(ranked):
-            e = entities[ei]
-            lo, hi = min(e.last, m.last), max(e.first, m.first)
-            between = int(np.sum((starts > lo) & (ends < hi))) if d else 0
-            same_sent = int(sentence_of_word[e.first] == sentence_of_word[m.first])
-            newline = int(nl_cum[hi + 1] - nl_cum[lo + 1] > 0) if hi > lo else 0
-            pairs.append((ei, mi))
-            feats.append(
-                [
-                    etypes[ei],
-                    MODIFIER_TYPES.index(m.label),
-                    _dist_bucket(d),
-                    min(between, 4),
-                    min(rank, 3),
-                    same_sent,
-                    newline,
-                ]
-            )
-    arr = np.asarray(feats, dtype=np.int64).reshape(-1, N_FEATS)
+        mtype = MODIFIER_TYPES.index(m.label)
+        d = np.where(m.first > last, m.first - last, np.where(first > m.last, m.last - first, 0))
+        sel = np.nonzero(_ALLOWED[etype, mtype] & (np.abs(d) <= MAX_PAIR_WORDS))[0]
+        if sel.size == 0:
+            continue
+        order = sel[np.argsort(np.abs(d[sel]), kind="stable")]
+        dd = d[order]
+        lo = np.minimum(last[order], m.last)
+        hi = np.maximum(first[order], m.first)
+        between = ((first[None, :] > lo[:, None]) & (last[None, :] < hi[:, None])).sum(axis=1)
+        between = np.where(dd == 0, 0, between)
+        newline = ((nl_cum[hi + 1] - nl_cum[lo + 1]) > 0) & (hi > lo)
+        same = sentence_of_word[first[order]] == sentence_of_word[m.first]
+        feats = np.stack(
+            [
+                etype[order],
+                np.full(order.size, mtype),
+                np.asarray([_dist_bucket(int(x)) for x in dd]),
+                np.minimum(between, 4),
+                np.minimum(np.arange(order.size), 3),
+                same.astype(np.int64),
+                newline.astype(np.int64),
+            ],
+            axis=1,
+        ).astype(np.int64)
+        pairs.extend((int(ei), mi) for ei in order)
+        blocks.append(feats)
+    arr = np.concatenate(blocks) if blocks else np.zeros((0, N_FEATS), dtype=np.int64)
     return pairs, arr
+
+
+_ALLOWED = np.asarray(
+    [[is_allowed(e, m) for m in MODIFIER_TYPES] for e in ENTITY_TYPES], dtype=bool
+)
