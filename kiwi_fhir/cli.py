@@ -54,11 +54,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(
         Path(args.config) if args.config else None,
-        host=args.host, grpc_port=args.grpc_port, mllp_port=args.mllp_port,
-        http_port=args.http_port, db=args.db, model_dir=args.model, ready_file=args.ready_file,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        mllp_port=args.mllp_port,
+        http_port=args.http_port,
+        db=args.db,
+        model_dir=args.model,
+        ready_file=args.ready_file,
     )
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     asyncio.run(serve(settings))
     return 0
 
@@ -75,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("extract", help="extract entities, modifiers and relations from notes")
     ex.add_argument(
-        "paths", nargs="+", metavar="PATH", help="note files (.txt, FHIR .json, .hl7) or directories; '-' = stdin"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="note files (.txt, FHIR .json, .hl7) or directories; '-' = stdin",
     )
     ex.add_argument(
         "--format",
@@ -123,18 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     sv = sub.add_parser(
-        "serve", help="run the gRPC / MLLP / metrics service",
+        "serve",
+        help="run the gRPC / MLLP / HTTP (metrics, FHIR notify, demo) service",
         description="Settings: defaults < --config FILE < KIWI_FHIR_* environment < flags.",
     )
     sv.add_argument("--config", metavar="FILE", help="YAML or JSON settings file")
     sv.add_argument("--host", help="listen address (default 127.0.0.1)")
     sv.add_argument("--grpc-port", type=int, metavar="N", help="gRPC port (default 50051)")
     sv.add_argument("--mllp-port", type=int, metavar="N", help="MLLP port (default 2575)")
-    sv.add_argument("--http-port", type=int, metavar="N", help="metrics port (default 9464)")
+    sv.add_argument(
+        "--http-port",
+        type=int,
+        metavar="N",
+        help="HTTP port: /metrics, /fhir/notify, /jobs, /demo (default 9464)",
+    )
     sv.add_argument("--db", metavar="URL", help="sqlite:///FILE (default) or postgresql://...")
     sv.add_argument("--model", metavar="DIR", help="model directory (default: the packaged one)")
-    sv.add_argument("--ready-file", metavar="FILE",
-                    help="write the bound ports as JSON here once listening")
+    sv.add_argument(
+        "--ready-file", metavar="FILE", help="write the bound ports as JSON here once listening"
+    )
     sv.set_defaults(func=_cmd_serve)
     return p
 
