@@ -84,13 +84,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from kiwi_fhir.extractors.triton_repo import MODELS, assemble
 
     label, docs = load_notes(args.data or default_data_dir())
-    report: dict[str, Any] = {"notes": label, "threads": args.threads, "rows": []}
+    report: dict[str, Any] = {
+        "notes": label,
+        "threads": args.threads,
+        "rows": [],
+        "triton_instances": args.triton_instances,
+    }
     backends: list[tuple[str, Callable[[], Extractor]]] = []
     onnx = create_extractor("onnx", model_dir=args.model, threads=args.threads)
     onnx.load()
     backends.append(("onnx (in-process)", lambda: onnx))
     work = Path(tempfile.mkdtemp(prefix="kiwi-bench-"))
-    repo = assemble(work / "repo", model_dir=args.model, threads=args.threads)
+    repo = assemble(
+        work / "repo",
+        model_dir=args.model,
+        instances=args.triton_instances,
+        threads=args.triton_threads or args.threads,
+    )
     server = LocalTritonServer(repo, models=MODELS).start()
     try:
         url = server.grpc_url
@@ -138,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="model dir (default: packaged)")
     ap.add_argument("--data", type=Path, default=None, help="annotated notes (default: shared)")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads, both sides")
+    ap.add_argument("--triton-instances", type=int, default=1, help="model instances")
+    ap.add_argument("--triton-threads", type=int, default=0, help="per instance (0: --threads)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--llm-url", default=None, help="OpenAI-compatible vLLM base URL (…/v1)")

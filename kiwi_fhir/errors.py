@@ -16,6 +16,9 @@ cause stays on the chain but callers only catch our types::
     ├── ModelError                  no model installed, or it failed to load
     │   └── MissingExtraError       an optional dependency group is absent
     ├── BackendError                an inference backend failed at run time
+    │   ├── BackendUnavailableError down or unreachable (retried with backoff)
+    │   │   └── BackendTimeoutError no answer within the timeout
+    │   └── BackendRejectedError    the server refused the request (4xx)
     ├── FhirOutputError             a resource we built fails R4B validation
     └── ServiceError                the service cannot take or finish a request
         ├── PayloadTooLargeError    a frame/message over the configured limit
