@@ -10,7 +10,7 @@ shares the store, the batcher and the drain with gRPC and MLLP)::
     GET  /demo, /demo/assets/*            the web demo; POST /api/extract behind it
 
 Errors leave as JSON ``{"error": ..., "type": ...}`` (an OperationOutcome on
-the FHIR routes) with a status from ``_HTTP``; messages come from
+the FHIR routes) with the HTTP status of ``kiwi_fhir.service.status``'s table; messages come from
 ``public_message``, so no clinical text reaches a response or a log.
 """
 
@@ -23,7 +23,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 
 from kiwi_fhir import errors as e
 from kiwi_fhir.service import demo_api, store, subscriptions
-from kiwi_fhir.service.status import public_message
+from kiwi_fhir.service.status import outcome, public_message
 
 if TYPE_CHECKING:
     import uvicorn
@@ -41,16 +41,11 @@ if TYPE_CHECKING:
     from kiwi_fhir.service.app import Service
 
 log = logging.getLogger(__name__)
-_HTTP: Final[tuple[tuple[type[BaseException], int], ...]] = (
-    (e.PayloadTooLargeError, 413), (e.OverloadedError, 429), (e.AuthenticationError, 401),
-    (e.JobNotFoundError, 404), (e.JobTimeoutError, 504), (e.InputError, 400),
-    (e.ServiceError, 503), (e.ModelError, 503), (e.BackendError, 503),
-)  # fmt: skip
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 def http_status(exc: BaseException) -> int:
-    return next((code for cls, code in _HTTP if isinstance(exc, cls)), 500)
+    return outcome(exc).http
 
 
 def _json_errors(fhir: bool = False) -> Callable[[Handler], Handler]:
