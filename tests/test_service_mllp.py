@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import socket
 import subprocess
 import time
@@ -59,7 +60,10 @@ def _connect(server: Server) -> socket.socket:
 
 
 def test_mllp_send_gets_aa_ae_ar(server: Server, tmp_path: Path) -> None:
-    exe = shutil.which("mllp_send")
+    # The venv's scripts dir need not be on PATH (CI runs .venv/bin/python -m pytest).
+    exe = shutil.which("mllp_send") or shutil.which(
+        "mllp_send", path=str(Path(sys.executable).parent)
+    )
     if exe is None:
         pytest.fail("mllp_send (package 'hl7') is not installed: make test installs it")
     out = subprocess.run([exe, "--loose", "-p", str(server.ports["mllp"]), "-f",
