@@ -134,6 +134,8 @@ def test_max_message_size_is_enforced(stub: Any) -> None:
 
 
 def test_deadline_exceeded_names_job_that_still_finishes(stub: Any) -> None:
+    # Regression: this note's result (~2.1 MB) is larger than the 2 MB request
+    # limit; GetResult used to fail RESOURCE_EXHAUSTED (max_response_bytes now).
     long_note = " ".join(f"Day {i}: fever, cough and dyspnea; started ceftriaxone."
                          for i in range(400))  # fmt: skip
     with pytest.raises(grpc.RpcError) as err:

@@ -195,7 +195,7 @@ class GrpcServer:
     def __init__(self, service: Service) -> None:
         s = service.settings
         opts = [("grpc.max_receive_message_length", s.max_message_bytes),
-                ("grpc.max_send_message_length", s.max_message_bytes)]  # fmt: skip
+                ("grpc.max_send_message_length", s.max_response_bytes)]  # fmt: skip
         self.server: Any = grpc.aio.server(options=opts)
         self.server.add_generic_rpc_handlers((_handlers(_Api(service)),))
         self.health: Any = health.aio.HealthServicer()

@@ -69,6 +69,9 @@ class ServiceSettings(BaseSettings):
     queue_max: int = Field(1024, ge=1)
     stream_max_in_flight: int = Field(32, ge=1)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: Responses carry the Bundle and every span, so they outgrow their request:
+    #: a large note's result must not be refused for the request's limit.
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     mllp_max_frame_bytes: int = Field(1024 * 1024, ge=256)
     mllp_idle_timeout_s: float = Field(300.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
