@@ -45,7 +45,7 @@ def main() -> None:
     src = gguf_path()
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     loaded = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
-    fresh = AutoModelForCausalLM.from_config(loaded.config)
+    fresh = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
     fresh.load_state_dict(loaded.state_dict())
     # The weights are plain floats now; a leftover GGUF quantization entry
     # would send vLLM down its GGUF loader.
