@@ -59,6 +59,18 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
     return cfg
 
 
+def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertPipeline:
+    """The pre/post-processing a model directory was trained for; every BERT
+    backend (in-process, Triton) builds it here so their spans agree."""
+    pc = PipelineConfig(
+        max_len=int(cfg["max_len"]),
+        stride=int(cfg["stride"]),
+        batch_size=batch_size,
+        relation_threshold=float(cfg.get("relation_threshold", 0.5)),
+    )
+    return BertPipeline(load_tokenizer(model_dir / cfg["tokenizer"]), pc)
+
+
 class OrtRunner:
     """Two onnxruntime sessions; ``InferenceSession.run`` is thread-safe."""
 
@@ -143,13 +155,9 @@ class OnnxExtractor(Extractor):
             key = "tagger" if self.precision == "int8" else "tagger_fp32"
             if not cfg.get(key) or not (self.model_dir / cfg[key]).is_file():
                 raise ModelError(f"{self.model_dir}: no {self.precision} tagger in this model")
-            pc = self._pipeline_cfg or PipelineConfig(
-                max_len=int(cfg["max_len"]),
-                stride=int(cfg["stride"]),
-                batch_size=self.batch_size,
-                relation_threshold=float(cfg.get("relation_threshold", 0.5)),
-            )
-            self._pipe = BertPipeline(load_tokenizer(self.model_dir / cfg["tokenizer"]), pc)
+            self._pipe = pipeline_for(self.model_dir, cfg, self.batch_size)
+            if self._pipeline_cfg is not None:
+                self._pipe.cfg = self._pipeline_cfg
             self._runner = OrtRunner(
                 self.model_dir / cfg[key], self.model_dir / cfg["relation"], self.threads
             )

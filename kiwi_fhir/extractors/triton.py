@@ -37,9 +37,8 @@ from kiwi_fhir.errors import (
     ModelError,
 )
 from kiwi_fhir.extractors.base import Extractor
-from kiwi_fhir.extractors.encoding import load_tokenizer
-from kiwi_fhir.extractors.onnx import default_model_dir, read_model_config
-from kiwi_fhir.extractors.pipeline import BertPipeline, FloatArray, PipelineConfig
+from kiwi_fhir.extractors.onnx import default_model_dir, pipeline_for, read_model_config
+from kiwi_fhir.extractors.pipeline import BertPipeline, FloatArray
 
 log = logging.getLogger(__name__)
 _RETRYABLE = {"StatusCode.UNAVAILABLE": False, "StatusCode.DEADLINE_EXCEEDED": True}
@@ -246,13 +245,7 @@ class TritonExtractor(Extractor):
             if self._runner is not None:
                 return
             cfg = read_model_config(self.model_dir)
-            pc = PipelineConfig(
-                max_len=int(cfg["max_len"]),
-                stride=int(cfg["stride"]),
-                batch_size=self.batch_size,
-                relation_threshold=float(cfg.get("relation_threshold", 0.5)),
-            )
-            self._pipe = BertPipeline(load_tokenizer(self.model_dir / cfg["tokenizer"]), pc)
+            self._pipe = pipeline_for(self.model_dir, cfg, self.batch_size)
             self._cfg = cfg
             self._runner = TritonRunner(self.url, **self._runner_args)
         try:
