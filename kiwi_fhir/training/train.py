@@ -105,7 +105,10 @@ def run_train(args: argparse.Namespace) -> int:
     shutil.copy(encoder / "tokenizer.json", out / "tokenizer.json")
     config: dict[str, Any] = {
         "format": FORMAT,
-        "model_id": f"kiwi-{encoder.name}-{dt.date.today():%Y%m%d}-s{args.seed}",
+        # The weights' hash makes the id unique: Triton checks it against the
+        # served model, and two runs on one day with one seed must differ.
+        "model_id": f"kiwi-{dt.date.today():%Y%m%d}-s{args.seed}-"
+        + hashlib.sha256((out / "tagger.fp32.onnx").read_bytes()).hexdigest()[:10],
         "tagger": None if args.no_quantize else "tagger.int8.onnx",
         "tagger_fp32": "tagger.fp32.onnx",
         "relation": "relation.onnx",
