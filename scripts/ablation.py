@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from kiwi_fhir.corpus import default_data_dir, load_corpus, split
-from kiwi_fhir.extractors.onnx import OnnxExtractor, read_model_config
+from kiwi_fhir.extractors.boundary import RULES_MIN_COUNT, BoundaryRules, learn_from_corpus
+from kiwi_fhir.extractors.encoding import load_tokenizer
+from kiwi_fhir.extractors.onnx import OnnxExtractor, pipeline_for, read_model_config
 from kiwi_fhir.extractors.pipeline import PipelineConfig
 from kiwi_fhir.training.report import dev_metrics
 
@@ -31,16 +33,19 @@ def main() -> int:
     if a.data is None:
         print("no data: pass --data", file=sys.stderr)
         return 2
-    _, dev = split(load_corpus(a.data))
+    train, dev = split(load_corpus(a.data))
     cfg = read_model_config(a.model)
-    base = PipelineConfig(
-        max_len=cfg["max_len"],
-        stride=cfg["stride"],
-        relation_threshold=cfg.get("relation_threshold", 0.5),
-    )
+    base = pipeline_for(a.model, cfg, 16).cfg
+    both = learn_from_corpus(load_tokenizer(a.model / cfg["tokenizer"]), train, RULES_MIN_COUNT)
     variants: list[tuple[str, str, PipelineConfig]] = [
-        ("shipped (int8, Viterbi, learned RE)", "int8", base),
+        ("shipped (int8, Viterbi + boundary rules, learned RE)", "int8", base),
         ("fp32", "fp32", base),
+        ("no boundary rules", "int8", dataclasses.replace(base, main_rules=BoundaryRules())),
+        (
+            "boundary rules on the modifier layer too",
+            "int8",
+            dataclasses.replace(base, mod_rules=both["mod"]),
+        ),
         (
             "argmax instead of BIO-constrained Viterbi",
             "int8",

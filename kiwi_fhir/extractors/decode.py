@@ -65,21 +65,70 @@ def _transitions(tags: Sequence[str]) -> tuple[NDArray[np.float64], NDArray[np.f
     return trans, start
 
 
+def _must_continue(tags: Sequence[str]) -> NDArray[np.float64]:
+    """Extra transition costs after a word no span may end on: from inside
+    a span, only ``I-`` of the same type may follow."""
+    n = len(tags)
+    out = np.zeros((n, n))
+    for i, u in enumerate(tags):
+        if u != "O":
+            for j, t in enumerate(tags):
+                if t != f"I-{u[2:]}":
+                    out[i, j] = -np.inf
+    return out
+
+
+def _no_adjacent(tags: Sequence[str]) -> NDArray[np.float64]:
+    """Extra costs when spans may not touch: no ``B-`` right after a span."""
+    n = len(tags)
+    out = np.zeros((n, n))
+    for i, u in enumerate(tags):
+        for j, t in enumerate(tags):
+            if u != "O" and t.startswith("B-"):
+                out[i, j] = -np.inf
+    return out
+
+
 _TRANS = {tags: _transitions(tags) for tags in (MAIN_TAGS, MOD_TAGS)}
+_CONTINUE = {tags: _must_continue(tags) for tags in (MAIN_TAGS, MOD_TAGS)}
+_NO_ADJ = {tags: _no_adjacent(tags) for tags in (MAIN_TAGS, MOD_TAGS)}
+_IS_B = {tags: np.asarray([t.startswith("B-") for t in tags]) for tags in (MAIN_TAGS, MOD_TAGS)}
 
 
-def viterbi(logprobs: NDArray[np.floating], tags: tuple[str, ...]) -> NDArray[np.int64]:
-    """Best tag path under BIO constraints; ``logprobs`` is (n_words, n_tags)."""
+def viterbi(
+    logprobs: NDArray[np.floating],
+    tags: tuple[str, ...],
+    can_start: NDArray[np.bool_] | None = None,
+    can_end: NDArray[np.bool_] | None = None,
+    adjacent: bool = True,
+) -> NDArray[np.int64]:
+    """Best tag path under BIO constraints; ``logprobs`` is (n_words, n_tags).
+
+    Optional span-boundary rules (:mod:`kiwi_fhir.extractors.boundary`):
+    no span starts on a word where ``can_start`` is false or ends on one
+    where ``can_end`` is false, and with ``adjacent`` false no span starts
+    on the word right after another ends. The all-``O`` path always obeys
+    them, so a best path always exists.
+    """
     n = logprobs.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     trans, start = _TRANS[tags]
-    score = start + logprobs[0]
+    if not adjacent:
+        trans = trans + _NO_ADJ[tags]
+    stuck = trans + _CONTINUE[tags]
+    lp = np.asarray(logprobs, dtype=np.float64)
+    if can_start is not None:
+        lp = lp.copy()
+        lp[np.ix_(~can_start, _IS_B[tags])] = -np.inf
+    score = start + lp[0]
     back = np.zeros((n, len(tags)), dtype=np.int64)
     for i in range(1, n):
-        cand = score[:, None] + trans
+        cand = score[:, None] + (trans if can_end is None or can_end[i - 1] else stuck)
         back[i] = cand.argmax(axis=0)
-        score = cand.max(axis=0) + logprobs[i]
+        score = cand.max(axis=0) + lp[i]
+    if can_end is not None and not can_end[n - 1]:
+        score = np.where(np.asarray([t == "O" for t in tags]), score, -np.inf)
     path = np.zeros(n, dtype=np.int64)
     path[-1] = int(score.argmax())
     for i in range(n - 1, 0, -1):

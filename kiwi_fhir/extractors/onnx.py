@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from kiwi_fhir.core import Document, Entity, Extraction
 from kiwi_fhir.errors import ModelError
 from kiwi_fhir.extractors.base import Extractor
+from kiwi_fhir.extractors.boundary import BoundaryRules
 from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.encoding import load_tokenizer
 from kiwi_fhir.extractors.pipeline import BertPipeline, PipelineConfig
@@ -68,6 +69,8 @@ def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertP
         stride=int(cfg["stride"]),
         batch_size=batch_size,
         relation_threshold=float(cfg.get("relation_threshold", 0.5)),
+        main_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("main")),
+        mod_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("mod")),
     )
     return BertPipeline(load_tokenizer(model_dir / cfg["tokenizer"]), pc)
 

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.errors import ModelError
+from kiwi_fhir.extractors.boundary import NO_RULES, BoundaryRules
 from kiwi_fhir.extractors.decode import (
     MAIN_TAGS,
     MOD_TAGS,
@@ -52,6 +53,9 @@ class PipelineConfig:
     relation_threshold: float = 0.5
     constrained: bool = True
     learned_relations: bool = True
+    # Span-boundary rules of the model (config.json); empty ones are no rules.
+    main_rules: BoundaryRules = NO_RULES
+    mod_rules: BoundaryRules = NO_RULES
 
 
 def _softmax(x: FloatArray) -> FloatArray:
@@ -161,9 +165,12 @@ class BertPipeline:
             )
         return out
 
-    def _path(self, probs: FloatArray, tags: tuple[str, ...]) -> NDArray[np.int64]:
+    def _path(
+        self, probs: FloatArray, tags: tuple[str, ...], rules: BoundaryRules, words: list[str]
+    ) -> NDArray[np.int64]:
         if self.cfg.constrained:
-            return viterbi(np.log(probs + 1e-9), tags)
+            can_start, can_end = rules.word_masks(words)
+            return viterbi(np.log(probs + 1e-9), tags, can_start, can_end, rules.adjacent)
         path: NDArray[np.int64] = probs.argmax(axis=-1).astype(np.int64)
         return path
 
@@ -183,6 +190,7 @@ class BertPipeline:
         text = doc.text
         if not note.n_words:
             return Extraction(document=doc, model=model_id, backend=backend)
+        words = [text[a:b] for a, b in note.word_spans.tolist()]
         if given is not None:
             ents_w: list[WordSpan] = []
             kept: list[Entity] = []
@@ -194,13 +202,17 @@ class BertPipeline:
             entities = list(given)
             ent_ids = [e.id for e in kept]
         else:
-            ents_w = spans_from_tags(self._path(main_p, MAIN_TAGS), main_p, MAIN_TAGS)
+            ents_w = spans_from_tags(
+                self._path(main_p, MAIN_TAGS, self.cfg.main_rules, words), main_p, MAIN_TAGS
+            )
             entities = [
                 Entity(**self._mention(f"T{n + 1}", s, note, text, backend))
                 for n, s in enumerate(ents_w)
             ]
             ent_ids = [e.id for e in entities]
-        mods_w = spans_from_tags(self._path(mod_p, MOD_TAGS), mod_p, MOD_TAGS)
+        mods_w = spans_from_tags(
+            self._path(mod_p, MOD_TAGS, self.cfg.mod_rules, words), mod_p, MOD_TAGS
+        )
         used = {e.id for e in entities}
         modifiers: list[Modifier] = []
         for s in mods_w:

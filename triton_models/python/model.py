@@ -42,7 +42,7 @@ class TritonPythonModel:
                 results = self.session.run(self.outputs, feed)
                 tensors = [
                     pb_utils.Tensor(name, np.ascontiguousarray(value))
-                    for name, value in zip(self.outputs, results)
+                    for name, value in zip(self.outputs, results, strict=True)
                 ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as exc:  # one bad request must not take the model down
