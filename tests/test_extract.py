@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,12 @@ import pytest
 from kiwi_fhir.brat import parse_ann
 from kiwi_fhir.cli import main
 from kiwi_fhir.core import Document, Extraction
-from kiwi_fhir.extractors.onnx import OnnxExtractor
+from kiwi_fhir.extractors.onnx import (
+    OnnxExtractor,
+    default_model_dir,
+    pipeline_for,
+    read_model_config,
+)
 from kiwi_fhir.schema import is_allowed
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "note.txt"
@@ -105,6 +111,41 @@ def test_given_entities_are_kept(extractor: OnnxExtractor) -> None:
     (ex,) = extractor.extract([doc], [gold.entities])
     assert ex.entities == gold.entities
     check_invariants(ex)
+
+
+def test_given_entities_for_several_notes_stay_with_their_note(
+    extractor: OnnxExtractor,
+) -> None:
+    # Notes run as separate tasks when several come at once: each note's
+    # given entities must come back on that note, in input order.
+    texts = ["No fever. Aspirin 81 mg daily.", "Denies chest pain.", "Aspirin 81 mg."]
+    docs = [Document(f"n{i}", t) for i, t in enumerate(texts)]
+    given = [
+        parse_ann("T1\tproblem 3 8\tfever\n", docs[0]).entities,
+        None,
+        parse_ann("T1\tdrug 0 7\tAspirin\n", docs[2]).entities,
+    ]
+    out = extractor.extract(docs, given)
+    assert [x.document.id for x in out] == ["n0", "n1", "n2"]
+    assert out[0].entities == given[0] and out[2].entities == given[2]
+    assert out[1].entities == extractor.extract([docs[1]])[0].entities
+    for x in out:
+        check_invariants(x)
+
+
+def test_span_threshold_drops_unsure_spans() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    model = default_model_dir()
+    base = pipeline_for(model, read_model_config(model), 16).cfg
+    (plain,) = OnnxExtractor(pipeline=replace(base, span_threshold=0.0)).extract(
+        [Document("t", text)]
+    )
+    (strict,) = OnnxExtractor(pipeline=replace(base, span_threshold=0.9)).extract(
+        [Document("t", text)]
+    )
+    kept = {(m.label, m.span) for m in (*plain.entities, *plain.modifiers) if m.confidence >= 0.9}
+    assert {(m.label, m.span) for m in (*strict.entities, *strict.modifiers)} == kept
+    assert len(kept) < len(plain.entities) + len(plain.modifiers)
 
 
 def test_cli_json_and_brat(tmp_path: Path) -> None:

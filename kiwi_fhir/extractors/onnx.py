@@ -69,6 +69,7 @@ def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertP
         stride=int(cfg["stride"]),
         batch_size=batch_size,
         relation_threshold=float(cfg.get("relation_threshold", 0.5)),
+        span_threshold=float(cfg.get("span_threshold", 0.0)),
         main_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("main")),
         mod_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("mod")),
     )
@@ -158,6 +159,7 @@ class OnnxExtractor(Extractor):
         self._pipe: BertPipeline | None = None
         self._cfg: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._notes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kiwi-note")
 
     def load(self) -> None:
         with self._lock:
@@ -187,13 +189,29 @@ class OnnxExtractor(Extractor):
         if self._runner is None or self._pipe is None:
             self.load()
         assert self._runner is not None and self._pipe is not None
-        return self._pipe.run(
-            self._runner,
-            documents,
-            given_entities,
-            model_id=self.model_id,
-            backend=f"{self.name}-{self.precision}",
-        )
+        runner, pipe = self._runner, self._pipe
+        backend = f"{self.name}-{self.precision}"
+        if len(documents) < 2 or self.threads < 2:
+            return pipe.run(
+                runner, documents, given_entities, model_id=self.model_id, backend=backend
+            )
+        # One note per task, two tasks at a time: while one note's windows
+        # are in onnxruntime (which releases the GIL), the other's are being
+        # decoded in Python, so neither the cores nor the decoder sit idle.
+        # Results do not depend on this: every window runs on its own.
+        given = given_entities if given_entities is not None else [None] * len(documents)
+        futures = [
+            self._notes.submit(
+                pipe.run,
+                runner,
+                [doc],
+                None if given_entities is None else [g],
+                model_id=self.model_id,
+                backend=backend,
+            )
+            for doc, g in zip(documents, given, strict=True)
+        ]
+        return [f.result()[0] for f in futures]
 
     def health(self) -> bool:
         return self._runner is not None

@@ -51,6 +51,9 @@ class PipelineConfig:
     stride: int = 192
     batch_size: int = 16
     relation_threshold: float = 0.5
+    # Spans whose mean tag probability is below this are dropped (both
+    # layers; never given entities). Both layers over-predict (P < R).
+    span_threshold: float = 0.0
     constrained: bool = True
     learned_relations: bool = True
     # Span-boundary rules of the model (config.json); empty ones are no rules.
@@ -202,17 +205,13 @@ class BertPipeline:
             entities = list(given)
             ent_ids = [e.id for e in kept]
         else:
-            ents_w = spans_from_tags(
-                self._path(main_p, MAIN_TAGS, self.cfg.main_rules, words), main_p, MAIN_TAGS
-            )
+            ents_w = self._spans(main_p, MAIN_TAGS, self.cfg.main_rules, words)
             entities = [
                 Entity(**self._mention(f"T{n + 1}", s, note, text, backend))
                 for n, s in enumerate(ents_w)
             ]
             ent_ids = [e.id for e in entities]
-        mods_w = spans_from_tags(
-            self._path(mod_p, MOD_TAGS, self.cfg.mod_rules, words), mod_p, MOD_TAGS
-        )
+        mods_w = self._spans(mod_p, MOD_TAGS, self.cfg.mod_rules, words)
         used = {e.id for e in entities}
         modifiers: list[Modifier] = []
         for s in mods_w:
@@ -233,6 +232,12 @@ class BertPipeline:
             model=model_id,
             backend=backend,
         )
+
+    def _spans(
+        self, probs: FloatArray, tags: tuple[str, ...], rules: BoundaryRules, words: list[str]
+    ) -> list[WordSpan]:
+        spans = spans_from_tags(self._path(probs, tags, rules, words), probs, tags)
+        return [s for s in spans if s.confidence >= self.cfg.span_threshold]
 
     @staticmethod
     def _mention(

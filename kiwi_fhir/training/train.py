@@ -124,6 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
         "max_len": cfg.max_len,
         "stride": cfg.stride,
         "relation_threshold": cfg.relation_threshold,
+        "span_threshold": cfg.span_threshold,
         "boundary_rules": {"main": main_rules.to_json()},
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
