@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= ../shared/data/mtsamples/train
 MODEL_OUT ?= build/model
-EPOCHS  ?= 22
+EPOCHS  ?= 36
 VLLM_VENV  ?= .venv-vllm
 VLLM_MODEL ?= build/smollm2
 # A real tritonserver for the Triton tests and benchmark: the binary and

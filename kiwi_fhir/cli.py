@@ -126,8 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dev-split", metavar="FILE", help="note IDs held out (default: packaged)")
     tr.add_argument("--out", required=True, metavar="MODEL_DIR")
     tr.add_argument("--encoder", metavar="DIR", help="BERT-style encoder (default: MiniLM-L6)")
-    tr.add_argument("--epochs", type=int, default=22)
+    tr.add_argument("--epochs", type=int, default=36)
     tr.add_argument("--seed", type=int, default=13)
+    tr.add_argument(
+        "--order-seed",
+        type=int,
+        help="seed of the batch order only (default: --seed); runs that share --seed "
+        "start from identical weights, so their weights can be averaged",
+    )
     tr.add_argument("--lr", type=float, default=1.5e-4, help="encoder learning rate")
     tr.add_argument("--max-notes", type=int, help="train on the first N notes only (smoke tests)")
     tr.add_argument("--no-quantize", action="store_true", help="skip the int8 model")

@@ -32,9 +32,9 @@ def generate() -> dict[str, str]:
             raise SystemExit("protoc failed")
         gen = Path(tmp) / "kiwi_fhir" / "v1"
         return {
-            name: (gen / name).read_text(encoding="utf-8").replace(
-                "from kiwi_fhir.v1 import", "from kiwi_fhir.service._generated import"
-            )
+            name: (gen / name)
+            .read_text(encoding="utf-8")
+            .replace("from kiwi_fhir.v1 import", "from kiwi_fhir.service._generated import")
             for name in NAMES
         }
 
@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if _generated/ is stale")
     args = p.parse_args(argv)
     files = generate()
-    stale = [n for n, text in files.items()
-             if not (OUT / n).is_file() or (OUT / n).read_text(encoding="utf-8") != text]
+    stale = [
+        n
+        for n, text in files.items()
+        if not (OUT / n).is_file() or (OUT / n).read_text(encoding="utf-8") != text
+    ]
     if args.check:
         for n in stale:
             print(f"stale: {OUT / n}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -52,21 +53,37 @@ def export_relation(head: RelationHead, hidden: int, path: Path) -> None:
 
 
 def fp32_nodes(model_path: Path) -> list[str]:
-    """MatMuls kept in fp32: the two tag heads and each layer's FFN output
-    projection. Measured on the dev split (first shipped model): quantizing
-    everything cost 1.0 point of NER exact F1 versus fp32; keeping these
-    brings it within 0.2 for +10 MB and about a third of the FLOPs in fp32.
+    """MatMuls kept in fp32: the two tag heads, both FFN projections of the
+    first third of the layers and the FFN output projection of the second
+    third; the rest is int8.
+
+    Quantization error made early is carried through every later layer, so
+    precision is spent early. Measured on the dev split (36-epoch model,
+    shipped decoding), NER / modifiers / RE end-to-end / RE given entities:
+    fp32 0.810 / 0.692 / 0.623 / 0.699; this policy 0.808 / 0.695 / 0.621 /
+    0.702; the previous one (heads + all six FFN output projections, same
+    size and speed) 0.803 / 0.689 / 0.617 / 0.696; all FFN input
+    projections in fp32 as well: within 0.2 but 44 MB and 25% slower.
     """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [
-        n.name
-        for n in graph.node
-        if n.op_type == "MatMul"
-        and (n.name in ("/main/MatMul", "/mod/MatMul") or "/output/dense/" in n.name)
-        and "/attention/" not in n.name
-    ]
+    matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
+    layers = sorted({int(m.group(1)) for n in matmuls if (m := _LAYER.search(n))})
+    third = max(1, len(layers) // 3)
+    keep = [n for n in matmuls if n in ("/main/MatMul", "/mod/MatMul")]
+    for n in matmuls:
+        m = _LAYER.search(n)
+        if m is None or "/attention/" in n:
+            continue
+        rank = layers.index(int(m.group(1)))
+        ffn_in, ffn_out = "/intermediate/dense/" in n, "/output/dense/" in n
+        if (rank < third and (ffn_in or ffn_out)) or (rank < 2 * third and ffn_out):
+            keep.append(n)
+    return keep
+
+
+_LAYER = re.compile(r"/layer\.(\d+)/")
 
 
 def quantize_int8(src: Path, dst: Path) -> None:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.pipeline import BertPipeline
-from kiwi_fhir.training.dataset import WindowSample, note_samples
+from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
 
@@ -64,6 +64,7 @@ def fit(
     *,
     epochs: int,
     seed: int,
+    order_seed: int | None = None,
     batch_size: int = 8,
     lr: float = 1e-4,
     head_lr: float = 1e-3,
@@ -71,7 +72,7 @@ def fit(
 ) -> tuple[Tagger, RelationHead]:
     tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS))
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
-    half = (pipe.cfg.max_len - 2) // 2
+    half = (TRAIN_LEN - 2) // 2
     sample_sets = [
         [s for d in train_docs for s in note_samples(pipe, d, shift=sh)] for sh in (0, half)
     ]
@@ -89,7 +90,7 @@ def fit(
     )
     ce = nn.CrossEntropyLoss()
     bce = nn.BCEWithLogitsLoss()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if order_seed is None else order_seed)
     bar = tqdm(total=steps, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
     for epoch in range(1, epochs + 1):
         tagger.train()

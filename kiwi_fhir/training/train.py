@@ -97,7 +97,14 @@ def run_train(args: argparse.Namespace) -> int:
     pipe = BertPipeline(tok, cfg)
     t0 = time.time()
     tagger, head = fit(
-        pipe, encoder, train_docs, dev_docs, epochs=args.epochs, seed=args.seed, lr=args.lr
+        pipe,
+        encoder,
+        train_docs,
+        dev_docs,
+        epochs=args.epochs,
+        seed=args.seed,
+        order_seed=args.order_seed,
+        lr=args.lr,
     )
     train_minutes = (time.time() - t0) / 60
 
@@ -146,6 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "lr": args.lr,
         "seed": args.seed,
+        "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dev_metrics": metrics,
