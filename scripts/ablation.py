@@ -38,7 +38,7 @@ def main() -> int:
     base = pipeline_for(a.model, cfg, 16).cfg
     both = learn_from_corpus(load_tokenizer(a.model / cfg["tokenizer"]), train, RULES_MIN_COUNT)
     variants: list[tuple[str, str, PipelineConfig]] = [
-        ("shipped (int8, Viterbi + boundary rules, learned RE)", "int8", base),
+        ("shipped (int8, Viterbi + boundary rules, learned RE, threshold 0.6)", "int8", base),
         ("fp32", "fp32", base),
         ("no boundary rules", "int8", dataclasses.replace(base, main_rules=BoundaryRules())),
         (
@@ -56,8 +56,24 @@ def main() -> int:
             "int8",
             dataclasses.replace(base, learned_relations=False),
         ),
-        ("stride 128 (more window overlap)", "int8", dataclasses.replace(base, stride=128)),
-        ("no window overlap (stride 254)", "int8", dataclasses.replace(base, stride=254)),
+        ("no span threshold (0.0)", "int8", dataclasses.replace(base, span_threshold=0.0)),
+        (
+            "256/192 windows (trained length)",
+            "int8",
+            dataclasses.replace(base, max_len=256, stride=192),
+        ),
+        (
+            "192-subtoken windows without overlap",
+            "int8",
+            dataclasses.replace(base, stride=base.max_len - 2),
+        ),
+        (
+            "none of: boundary rules, span threshold, 192/160 windows",
+            "int8",
+            dataclasses.replace(
+                base, main_rules=BoundaryRules(), span_threshold=0.0, max_len=256, stride=192
+            ),
+        ),
     ]
     rows: list[dict[str, Any]] = []
     for name, precision, pc in variants:

@@ -111,6 +111,7 @@ def test_env_override_and_missing_tables(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_wheel_ships_the_tables_and_installed_package_finds_them(tmp_path: Path) -> None:
     """`pip install .` (non-editable): tables land in <prefix>/share and are found there."""
+    before = _installed_location()
     wheels = tmp_path / "wheels"
     run = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
@@ -127,7 +128,18 @@ def test_wheel_ships_the_tables_and_installed_package_finds_them(tmp_path: Path)
             assert z.read(inside) == (REPO / "mappings" / f).read_bytes()
     prefix = tmp_path / "prefix"
     subprocess.run(
-        [*run, "install", "--no-deps", "--no-index", "--prefix", str(prefix), str(wheel)],
+        # --ignore-installed: without it pip uninstalls the package from the
+        # running environment first (it did: the dev venv lost kiwi-fhir).
+        [
+            *run,
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "--prefix",
+            str(prefix),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
     )
@@ -147,3 +159,17 @@ def test_wheel_ships_the_tables_and_installed_package_finds_them(tmp_path: Path)
     ).stdout.splitlines()
     assert out[0].startswith(str(site))  # the installed copy, not the checkout
     assert Path(out[1]) == prefix / "share" / "kiwi-fhir" / "mappings"
+    assert _installed_location() == before  # the running environment is left alone
+
+
+def _installed_location() -> str | None:
+    """Where the running environment's kiwi-fhir distribution is recorded, if any."""
+    code = (
+        "import importlib.metadata as m\n"
+        "try:\n    print(m.distribution('kiwi-fhir')._path)\n"
+        "except m.PackageNotFoundError:\n    print('none')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    ).stdout.strip()
+    return None if out == "none" else out
