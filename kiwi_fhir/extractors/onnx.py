@@ -80,7 +80,7 @@ class OrtRunner:
     """Two onnxruntime sessions; ``InferenceSession.run`` is thread-safe.
 
     ``threads`` windows run side by side, one core each, rather than one
-    window on ``threads`` cores: a 256-token window is too small to keep two
+    window on ``threads`` cores: a 192-token window is too small to keep two
     cores busy inside one matrix multiply.
     """
 
