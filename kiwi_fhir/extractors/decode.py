@@ -93,6 +93,7 @@ _TRANS = {tags: _transitions(tags) for tags in (MAIN_TAGS, MOD_TAGS)}
 _CONTINUE = {tags: _must_continue(tags) for tags in (MAIN_TAGS, MOD_TAGS)}
 _NO_ADJ = {tags: _no_adjacent(tags) for tags in (MAIN_TAGS, MOD_TAGS)}
 _IS_B = {tags: np.asarray([t.startswith("B-") for t in tags]) for tags in (MAIN_TAGS, MOD_TAGS)}
+_IS_O = {tags: np.asarray([t == "O" for t in tags]) for tags in (MAIN_TAGS, MOD_TAGS)}
 
 
 def viterbi(
@@ -128,7 +129,7 @@ def viterbi(
         back[i] = cand.argmax(axis=0)
         score = cand.max(axis=0) + lp[i]
     if can_end is not None and not can_end[n - 1]:
-        score = np.where(np.asarray([t == "O" for t in tags]), score, -np.inf)
+        score = np.where(_IS_O[tags], score, -np.inf)
     path = np.zeros(n, dtype=np.int64)
     path[-1] = int(score.argmax())
     for i in range(n - 1, 0, -1):

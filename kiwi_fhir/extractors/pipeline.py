@@ -175,7 +175,10 @@ class BertPipeline:
         self, probs: FloatArray, tags: tuple[str, ...], rules: BoundaryRules, words: list[str]
     ) -> NDArray[np.int64]:
         if self.cfg.constrained:
-            can_start, can_end = rules.word_masks(words)
+            # No rules (the modifier layer): skip building the word masks.
+            can_start, can_end = (
+                rules.word_masks(words) if rules.no_start or rules.no_end else (None, None)
+            )
             return viterbi(np.log(probs + 1e-9), tags, can_start, can_end, rules.adjacent)
         path: NDArray[np.int64] = probs.argmax(axis=-1).astype(np.int64)
         return path
