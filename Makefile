@@ -68,7 +68,8 @@ model: train-deps
 	$(BIN)/kiwi-fhir train --data $(DATA) --out $(MODEL_OUT) --epochs $(EPOCHS)
 	rm -rf kiwi_fhir/models/default && mkdir -p kiwi_fhir/models/default
 	cp $(MODEL_OUT)/config.json $(MODEL_OUT)/model_card.json $(MODEL_OUT)/tokenizer.json \
-	   $(MODEL_OUT)/tagger.int8.onnx $(MODEL_OUT)/relation.onnx kiwi_fhir/models/default/
+	   $(MODEL_OUT)/tagger.int8.onnx $(MODEL_OUT)/relation.onnx $(MODEL_OUT)/drug_lexicon.txt.gz \
+   kiwi_fhir/models/default/
 
 bench: train-deps
 	$(BIN)/python benchmarks/bench_extract.py --model $(MODEL_OUT)

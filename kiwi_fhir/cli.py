@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1.5e-4, help="encoder learning rate")
     tr.add_argument("--max-notes", type=int, help="train on the first N notes only (smoke tests)")
     tr.add_argument("--no-quantize", action="store_true", help="skip the int8 model")
+    tr.add_argument(
+        "--no-lexicon",
+        action="store_true",
+        help="no drug-lexicon word feature (default: the drug-named-entity-recognition "
+        "dictionary, shipped inside the model directory)",
+    )
     tr.set_defaults(func=_cmd_train)
 
     sv = sub.add_parser(

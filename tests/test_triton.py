@@ -147,7 +147,9 @@ def test_other_model_on_server_is_refused(model_dir: Path, triton: str, tmp_path
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     cfg["model_id"] = "some-other-model"
     (other / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
-    shutil.copy(model_dir / cfg["tokenizer"], other / cfg["tokenizer"])
+    # The client-side files: tokenizer and the word-feature lexicon.
+    for name in (cfg["tokenizer"], cfg["word_features"]["lexicon"]):
+        shutil.copy(model_dir / name, other / name)
     with pytest.raises(ModelError, match="some-other-model"):
         TritonExtractor(other, url=triton).load()
 

@@ -4,7 +4,7 @@ Labels live on *words* (the BERT pre-tokenizer's units: whitespace and
 punctuation split) — every gold span of the Kiwi corpus starts and ends on
 a word boundary (measured: 10,838 of 10,838), so word-level decoding loses
 nothing and halves the decisions. A word is represented by its first
-subtoken.
+subtoken. Each subtoken also carries its word's feature id (wordfeats.py).
 
 Notes longer than the encoder window are cut into overlapping windows that
 start on word boundaries; each subtoken is *owned* by the window in which it
@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
+
+from kiwi_fhir.extractors.wordfeats import WordFeaturizer
 
 IntArray = NDArray[np.int64]
 
@@ -38,6 +40,7 @@ class EncodedNote:
     word_spans: IntArray  # (n_words, 2) character [start, end) of each word
     windows: tuple[tuple[int, int], ...]  # subtoken ranges [a, b)
     owner: IntArray  # (n_sub,) window index that owns each subtoken
+    feats: IntArray  # (n_sub,) word feature id of each subtoken's word
 
     @property
     def n_words(self) -> int:
@@ -45,7 +48,13 @@ class EncodedNote:
 
 
 def encode_note(
-    tok: Tokenizer, text: str, *, max_len: int = 256, stride: int = 128, shift: int = 0
+    tok: Tokenizer,
+    text: str,
+    *,
+    max_len: int = 256,
+    stride: int = 128,
+    shift: int = 0,
+    featurizer: WordFeaturizer | None = None,
 ) -> EncodedNote:
     """Encode a note; ``shift`` > 0 makes the first window that short, so
     training can see every boundary at a different place each epoch."""
@@ -66,13 +75,19 @@ def encode_note(
         else:
             spans[-1][1] = max(spans[-1][1], int(offsets[i, 1]))
     word_first = np.asarray(first, dtype=np.int64)
+    word_spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     windows = _windows(word_first, len(ids), max_len - 2, stride, shift)
+    feats = np.zeros(len(ids), dtype=np.int64)
+    if featurizer is not None and len(first):
+        word_of_sub = np.searchsorted(word_first, np.arange(len(ids)), side="right") - 1
+        feats = featurizer.word_ids(text, word_spans)[word_of_sub]
     return EncodedNote(
         ids=ids,
         word_first=word_first,
-        word_spans=np.asarray(spans, dtype=np.int64).reshape(-1, 2),
+        word_spans=word_spans,
         windows=windows,
         owner=_owners(windows, len(ids)),
+        feats=feats,
     )
 
 
@@ -111,20 +126,30 @@ def _owners(windows: tuple[tuple[int, int], ...], n_sub: int) -> IntArray:
     return best
 
 
+def window_inputs(note: EncodedNote, k: int, cls_id: int, sep_id: int) -> tuple[IntArray, IntArray]:
+    """``[CLS] window [SEP]`` ids and their word features (0 on the specials)."""
+    a, b = note.windows[k]
+    ids = np.concatenate(([cls_id], note.ids[a:b], [sep_id])).astype(np.int64)
+    feats = np.concatenate(([0], note.feats[a:b], [0])).astype(np.int64)
+    return ids, feats
+
+
 def batch_windows(
     items: list[tuple[EncodedNote, int]], cls_id: int, sep_id: int, pad_id: int
-) -> tuple[IntArray, IntArray]:
-    """Pad a list of (note, window index) into ``input_ids``/``attention_mask``."""
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Pad a list of (note, window index) into ``input_ids``,
+    ``attention_mask`` and ``word_feats``."""
     lens = [b - a + 2 for note, k in items for a, b in [note.windows[k]]]
     width = max(lens) if lens else 2
     ids = np.full((len(items), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(items), width), dtype=np.int64)
+    feats = np.zeros((len(items), width), dtype=np.int64)
     for row, (note, k) in enumerate(items):
-        a, b = note.windows[k]
-        seq = np.concatenate(([cls_id], note.ids[a:b], [sep_id]))
+        seq, f = window_inputs(note, k, cls_id, sep_id)
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
-    return ids, mask
+        feats[row, : len(seq)] = f
+    return ids, mask, feats
 
 
 def word_positions(note: EncodedNote, k: int) -> tuple[IntArray, IntArray]:

@@ -27,8 +27,10 @@ from kiwi_fhir.extractors.boundary import BoundaryRules
 from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.encoding import load_tokenizer
 from kiwi_fhir.extractors.pipeline import BertPipeline, PipelineConfig
+from kiwi_fhir.extractors.wordfeats import WordFeaturizer
 
-FORMAT = "kiwi-fhir-bert/1"
+# /2: the tagger takes word features (wordfeats.py) as a third input.
+FORMAT = "kiwi-fhir-bert/2"
 
 
 def default_model_dir() -> Path:
@@ -51,7 +53,10 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ModelError(f"{cfg_path}: invalid JSON at line {exc.lineno}") from exc
     if cfg.get("format") != FORMAT:
-        raise ModelError(f"{cfg_path}: unsupported model format {cfg.get('format')!r}")
+        raise ModelError(
+            f"{cfg_path}: model format {cfg.get('format')!r}, this kiwi-fhir reads {FORMAT!r}; "
+            "retrain it with this version ('kiwi-fhir train')"
+        )
     if (tuple(cfg["main_tags"]), tuple(cfg["mod_tags"]), tuple(cfg["feat_sizes"])) != (
         MAIN_TAGS,
         MOD_TAGS,
@@ -73,7 +78,12 @@ def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertP
         main_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("main")),
         mod_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("mod")),
     )
-    return BertPipeline(load_tokenizer(model_dir / cfg["tokenizer"]), pc)
+    lexicon = cfg.get("word_features", {}).get("lexicon")
+    try:
+        featurizer = WordFeaturizer.load(model_dir / lexicon) if lexicon else WordFeaturizer()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{model_dir}: cannot read the word lexicon {lexicon}: {exc}") from exc
+    return BertPipeline(load_tokenizer(model_dir / cfg["tokenizer"]), pc, featurizer)
 
 
 class OrtRunner:
@@ -101,7 +111,7 @@ class OrtRunner:
             raise ModelError(f"cannot load ONNX model from {tagger.parent}: {exc}") from exc
 
     def tag(
-        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]
+        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64], feats: NDArray[np.int64]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
         """Run each window on its own, unpadded.
 
@@ -116,7 +126,11 @@ class OrtRunner:
 
         def one(i: int) -> list[NDArray[np.float32]]:
             n = lengths[i]
-            feed = {"input_ids": input_ids[i : i + 1, :n], "attention_mask": mask[i : i + 1, :n]}
+            feed = {
+                "input_ids": input_ids[i : i + 1, :n],
+                "attention_mask": mask[i : i + 1, :n],
+                "word_feats": feats[i : i + 1, :n],
+            }
             out: list[NDArray[np.float32]] = self.tagger.run(None, feed)
             return out
 

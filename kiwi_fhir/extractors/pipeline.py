@@ -29,15 +29,17 @@ from kiwi_fhir.extractors.decode import (
     viterbi,
 )
 from kiwi_fhir.extractors.encoding import EncodedNote, batch_windows, encode_note
+from kiwi_fhir.extractors.wordfeats import WordFeaturizer
 
 FloatArray = NDArray[np.float32]
 
 
 class Runner(Protocol):
     def tag(
-        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]
+        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64], feats: NDArray[np.int64]
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(main_logits, mod_logits, hidden) each (batch, seq, ·)."""
+        """(main_logits, mod_logits, hidden) each (batch, seq, ·); ``feats``
+        are the word feature ids (wordfeats.py), shaped like ``input_ids``."""
         ...
 
     def relate(self, span_repr: FloatArray, feats: NDArray[np.int64]) -> FloatArray:
@@ -120,17 +122,30 @@ def _special(tok: Tokenizer, token: str) -> int:
 
 
 class BertPipeline:
-    """Stateless apart from the tokenizer; safe to share between threads."""
+    """Stateless apart from the tokenizer and featurizer; safe to share
+    between threads."""
 
-    def __init__(self, tokenizer: Tokenizer, config: PipelineConfig | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        config: PipelineConfig | None = None,
+        featurizer: WordFeaturizer | None = None,
+    ) -> None:
         self.tok = tokenizer
         self.cfg = config or PipelineConfig()
+        self.featurizer = featurizer or WordFeaturizer()
         self.cls_id = _special(tokenizer, "[CLS]")
         self.sep_id = _special(tokenizer, "[SEP]")
         self.pad_id = _special(tokenizer, "[PAD]")
 
     def encode(self, text: str) -> EncodedNote:
-        return encode_note(self.tok, text, max_len=self.cfg.max_len, stride=self.cfg.stride)
+        return encode_note(
+            self.tok,
+            text,
+            max_len=self.cfg.max_len,
+            stride=self.cfg.stride,
+            featurizer=self.featurizer,
+        )
 
     def run(
         self,
@@ -149,10 +164,10 @@ class BertPipeline:
         bs = self.cfg.batch_size
         for b0 in range(0, len(items), bs):
             chunk = items[b0 : b0 + bs]
-            ids, mask = batch_windows(
+            ids, mask, feats = batch_windows(
                 [(notes[i], k) for i, k in chunk], self.cls_id, self.sep_id, self.pad_id
             )
-            main_logits, mod_logits, hid = runner.tag(ids, mask)
+            main_logits, mod_logits, hid = runner.tag(ids, mask, feats)
             for row, (i, k) in enumerate(chunk):
                 note = notes[i]
                 a, _ = note.windows[k]

@@ -147,7 +147,7 @@ class TritonRunner:
         return got
 
     def tag(
-        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]
+        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64], feats: NDArray[np.int64]
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Each window unpadded in its own request, unless ``per_window`` is off.
 
@@ -158,13 +158,19 @@ class TritonRunner:
         """
         if not self.per_window:
             a, b, h = self._infer(
-                self.tagger, {"input_ids": input_ids, "attention_mask": mask}, _TAG_OUTPUTS
+                self.tagger,
+                {"input_ids": input_ids, "attention_mask": mask, "word_feats": feats},
+                _TAG_OUTPUTS,
             )
             return a, b, h
         outs = [
             self._infer(
                 self.tagger,
-                {"input_ids": input_ids[i : i + 1, :n], "attention_mask": mask[i : i + 1, :n]},
+                {
+                    "input_ids": input_ids[i : i + 1, :n],
+                    "attention_mask": mask[i : i + 1, :n],
+                    "word_feats": feats[i : i + 1, :n],
+                },
                 _TAG_OUTPUTS,
             )
             for i, n in enumerate(mask.sum(axis=1).tolist())

@@ -17,7 +17,7 @@ from kiwi_fhir.extractors.decode import (
     pair_candidates,
     tags_for_spans,
 )
-from kiwi_fhir.extractors.encoding import EncodedNote, encode_note
+from kiwi_fhir.extractors.encoding import EncodedNote, encode_note, window_inputs
 from kiwi_fhir.extractors.pipeline import (
     BertPipeline,
     char_to_word_span,
@@ -29,6 +29,7 @@ from kiwi_fhir.extractors.pipeline import (
 @dataclass(frozen=True)
 class WindowSample:
     ids: NDArray[np.int64]  # [CLS] window [SEP]
+    feats: NDArray[np.int64]  # word feature id per position of ids
     word_pos: NDArray[np.int64]  # positions of the words inside the window
     main_tags: NDArray[np.int64]
     mod_tags: NDArray[np.int64]
@@ -59,7 +60,9 @@ def note_samples(
     dev (docs/model.md)."""
     text = gold.document.text
     width = max_len - 2
-    note = encode_note(pipe.tok, text, max_len=max_len, stride=width, shift=shift)
+    note = encode_note(
+        pipe.tok, text, max_len=max_len, stride=width, shift=shift, featurizer=pipe.featurizer
+    )
     if not note.n_words:
         return []
     main = tags_for_spans(
@@ -88,11 +91,11 @@ def note_samples(
     for k, (a, b) in enumerate(note.windows):
         inside = np.nonzero((note.word_first >= a) & (note.word_first < b))[0]
         prs = per_window.get(k, [])
+        ids, feats = window_inputs(note, k, pipe.cls_id, pipe.sep_id)
         out.append(
             WindowSample(
-                ids=np.concatenate(
-                    (np.asarray([pipe.cls_id]), note.ids[a:b], np.asarray([pipe.sep_id]))
-                ).astype(np.int64),
+                ids=ids,
+                feats=feats,
                 word_pos=note.word_first[inside] - a + 1,
                 main_tags=main[inside],
                 mod_tags=mod[inside],

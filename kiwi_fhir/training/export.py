@@ -18,15 +18,17 @@ def export_tagger(tagger: Tagger, path: Path) -> None:
     # A padded row is essential: traced with an all-ones mask, transformers
     # drops the mask and the graph would let windows attend to padding.
     mask[1, 10:] = 0
+    feats = torch.zeros((2, 16), dtype=torch.long)
     torch.onnx.export(
         tagger,
-        (ids, mask),
+        (ids, mask, feats),
         str(path),
-        input_names=["input_ids", "attention_mask"],
+        input_names=["input_ids", "attention_mask", "word_feats"],
         output_names=["main_logits", "mod_logits", "hidden"],
         dynamic_axes={
             "input_ids": {0: "batch", 1: "seq"},
             "attention_mask": {0: "batch", 1: "seq"},
+            "word_feats": {0: "batch", 1: "seq"},
             "main_logits": {0: "batch", 1: "seq"},
             "mod_logits": {0: "batch", 1: "seq"},
             "hidden": {0: "batch", 1: "seq"},

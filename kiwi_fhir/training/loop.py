@@ -17,6 +17,7 @@ from tqdm import tqdm
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.pipeline import BertPipeline
+from kiwi_fhir.extractors.wordfeats import N_WORD_FEATS
 from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
@@ -25,11 +26,13 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
     width = max(len(s.ids) for s in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
+    feats = torch.zeros((len(batch), width), dtype=torch.long)
     rows, pos, main, mod = [], [], [], []
     prow, ppos, pfeat, plab = [], [], [], []
     for r, s in enumerate(batch):
         ids[r, : len(s.ids)] = torch.from_numpy(s.ids)
         mask[r, : len(s.ids)] = 1
+        feats[r, : len(s.ids)] = torch.from_numpy(s.feats)
         rows.append(np.full(len(s.word_pos), r))
         pos.append(s.word_pos)
         main.append(s.main_tags)
@@ -45,6 +48,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
     return {
         "ids": ids,
         "mask": mask,
+        "feats": feats,
         "rows": cat(rows, torch.long),
         "pos": cat(pos, torch.long),
         "main": cat(main, torch.long),
@@ -70,7 +74,7 @@ def fit(
     head_lr: float = 1e-3,
     eval_every: int = 5,
 ) -> tuple[Tagger, RelationHead]:
-    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS))
+    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), N_WORD_FEATS)
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
     half = (TRAIN_LEN - 2) // 2
     sample_sets = [
@@ -100,7 +104,7 @@ def fit(
         losses = []
         for b0 in range(0, len(order), batch_size):
             batch = _collate([samples[i] for i in order[b0 : b0 + batch_size]], pipe.pad_id)
-            main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"])
+            main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"], batch["feats"])
             loss = ce(main_logits[batch["rows"], batch["pos"]], batch["main"])
             loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
             if len(batch["plab"]):

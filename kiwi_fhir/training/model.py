@@ -13,14 +13,21 @@ from torch import nn
 
 class Tagger(nn.Module):
     """Encoder + one linear head per BIO layer; also returns hidden states
-    so the relation scorer can reuse them without a second encoder pass."""
+    so the relation scorer can reuse them without a second encoder pass.
 
-    def __init__(self, encoder_dir: Path, n_main: int, n_mod: int) -> None:
+    Word features (wordfeats.py) are embedded and added to the encoder's
+    token embeddings. Their table starts at zero, so training starts from
+    the pretrained encoder's exact behaviour and learns what case and the
+    drug lexicon are worth."""
+
+    def __init__(self, encoder_dir: Path, n_main: int, n_mod: int, n_feats: int) -> None:
         super().__init__()
         from transformers import AutoModel
 
         self.encoder = AutoModel.from_pretrained(str(encoder_dir))
         hidden = int(self.encoder.config.hidden_size)
+        self.word_feats = nn.Embedding(n_feats, hidden)
+        nn.init.zeros_(self.word_feats.weight)
         self.drop = nn.Dropout(0.1)
         self.main = nn.Linear(hidden, n_main)
         self.mod = nn.Linear(hidden, n_mod)
@@ -30,9 +37,10 @@ class Tagger(nn.Module):
         return int(self.encoder.config.hidden_size)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_feats: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        emb = self.encoder.get_input_embeddings()(input_ids) + self.word_feats(word_feats)
+        h = self.encoder(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
         hd = self.drop(h)
         return self.main(hd), self.mod(hd), h
 
@@ -69,10 +77,12 @@ class TorchRunner:
 
     @torch.no_grad()
     def tag(
-        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64]
+        self, input_ids: NDArray[np.int64], mask: NDArray[np.int64], feats: NDArray[np.int64]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
         self.tagger.eval()
-        a, b, h = self.tagger(torch.from_numpy(input_ids), torch.from_numpy(mask))
+        a, b, h = self.tagger(
+            torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(feats)
+        )
         return a.numpy(), b.numpy(), h.numpy()
 
     @torch.no_grad()

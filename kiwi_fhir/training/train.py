@@ -28,6 +28,7 @@ from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.encoding import load_tokenizer
 from kiwi_fhir.extractors.onnx import FORMAT, OnnxExtractor
 from kiwi_fhir.extractors.pipeline import BertPipeline, PipelineConfig
+from kiwi_fhir.extractors.wordfeats import WordFeaturizer, drug_lexicon_from_package
 
 
 def default_encoder() -> Path:
@@ -94,7 +95,8 @@ def run_train(args: argparse.Namespace) -> int:
     # cost 0.2 point of dev F1 (docs/model.md).
     main_rules = learn_from_corpus(tok, train_docs, RULES_MIN_COUNT)["main"]
     cfg = PipelineConfig(main_rules=main_rules)
-    pipe = BertPipeline(tok, cfg)
+    featurizer = WordFeaturizer([] if args.no_lexicon else _drug_lexicon())
+    pipe = BertPipeline(tok, cfg, featurizer)
     t0 = time.time()
     tagger, head = fit(
         pipe,
@@ -115,6 +117,14 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.no_quantize:
         quantize_int8(out / "tagger.fp32.onnx", out / "tagger.int8.onnx")
     shutil.copy(encoder / "tokenizer.json", out / "tokenizer.json")
+    word_features: dict[str, Any] = {"lexicon": None}
+    if featurizer.lexicon:
+        featurizer.save(out / LEXICON_FILE)
+        word_features = {
+            "lexicon": LEXICON_FILE,
+            "lexicon_entries": len(featurizer.lexicon),
+            "lexicon_source": f"drug-named-entity-recognition {_package_version()}",
+        }
     config: dict[str, Any] = {
         "format": FORMAT,
         # The weights' hash makes the id unique: Triton checks it against the
@@ -133,6 +143,7 @@ def run_train(args: argparse.Namespace) -> int:
         "relation_threshold": cfg.relation_threshold,
         "span_threshold": cfg.span_threshold,
         "boundary_rules": {"main": main_rules.to_json()},
+        "word_features": word_features,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
@@ -161,6 +172,22 @@ def run_train(args: argparse.Namespace) -> int:
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     print(f"model written to {out}")
     return 0
+
+
+LEXICON_FILE = "drug_lexicon.txt.gz"
+
+
+def _drug_lexicon() -> list[str]:
+    try:
+        return drug_lexicon_from_package()
+    except ImportError as exc:
+        raise MissingExtraError("kiwi-fhir train (drug lexicon; or --no-lexicon)", "train") from exc
+
+
+def _package_version() -> str:
+    from importlib.metadata import version
+
+    return version("drug-named-entity-recognition")
 
 
 def _headline(m: dict[str, Any]) -> dict[str, float]:
