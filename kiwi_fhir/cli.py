@@ -135,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         "start from identical weights, so their weights can be averaged",
     )
     tr.add_argument("--lr", type=float, default=1.5e-4, help="encoder learning rate")
+    tr.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="export an exponential moving average of the weights (e.g. 0.998; default: off)",
+    )
+    tr.add_argument(
+        "--mask-prob",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="replace this share of word pieces with [MASK] while training (default 0)",
+    )
     tr.add_argument("--max-notes", type=int, help="train on the first N notes only (smoke tests)")
     tr.add_argument("--no-quantize", action="store_true", help="skip the int8 model")
     tr.add_argument(

@@ -3,8 +3,14 @@
 import numpy as np
 
 from kiwi_fhir.core import Document, Entity, Extraction
-from kiwi_fhir.extractors.boundary import BoundaryRules, learn_from_corpus, learn_rules
-from kiwi_fhir.extractors.decode import MAIN_TAGS, spans_from_tags, viterbi
+from kiwi_fhir.extractors.boundary import (
+    BoundaryRules,
+    absorb_left,
+    learn_from_corpus,
+    learn_rules,
+    space_joins,
+)
+from kiwi_fhir.extractors.decode import MAIN_TAGS, WordSpan, spans_from_tags, viterbi
 from kiwi_fhir.extractors.encoding import load_tokenizer
 from kiwi_fhir.extractors.onnx import default_model_dir
 
@@ -27,12 +33,13 @@ def _spans(path: np.ndarray, words: list[str]) -> list[tuple[str, str]]:
 
 def test_learn_rules_counts_first_last_and_adjacency() -> None:
     words = ["pain", "in", "the", "knee", "and", "fever", "cough"]
-    notes = [(words, [(0, 3), (5, 5), (6, 6)])] * 3
+    joins = [True] * 6 + [False]
+    notes = [(words, [(0, 3), (5, 5), (6, 6)], joins)] * 3
     r = learn_rules(notes, min_count=3)
     assert "the" in r.no_end and "in" in r.no_end and "in" in r.no_start
     assert "knee" not in r.no_end and "pain" not in r.no_start
     assert r.adjacent  # fever|cough touch in 1 of 3 spans: too often to forbid
-    r2 = learn_rules([(words, [(0, 3), (5, 5)])], min_count=1)
+    r2 = learn_rules([(words, [(0, 3), (5, 5)], joins)], min_count=1)
     assert not r2.adjacent
 
 
@@ -92,8 +99,10 @@ def test_viterbi_last_word_that_cannot_end_a_span_is_outside() -> None:
 
 
 def test_rules_round_trip_json_and_empty_rules_change_nothing() -> None:
-    r = BoundaryRules(frozenset({"of"}), frozenset({"the"}), False)
+    r = BoundaryRules(frozenset({"of"}), frozenset({"the"}), False, frozenset({"a"}))
     assert BoundaryRules.from_json(r.to_json()) == r
+    old = {"no_start": ["of"], "no_end": ["the"], "adjacent": False}  # models before absorb
+    assert BoundaryRules.from_json(old).absorb == frozenset()
     assert BoundaryRules.from_json(None) == BoundaryRules()
     rng = np.random.default_rng(3)
     lp = np.log(rng.dirichlet(np.ones(len(MAIN_TAGS)), size=12))
@@ -113,3 +122,54 @@ def test_learn_from_corpus_uses_tokenizer_words() -> None:
     assert {"in", "the"} <= rules["main"].no_end
     assert "knee" not in rules["main"].no_end
     assert rules["mod"] == BoundaryRules(adjacent=True)
+
+
+def test_learn_rules_absorbs_words_that_usually_open_the_span_before_them() -> None:
+    # "a" opens 3 of 4 spans it stands before (75%): absorbed. "for" stands
+    # before 4 spans and opens none; "pain" (inside the span before) and a
+    # word on another line (joins False) are not counted as left out.
+    words = ["a", "fever", "for", "a", "cough", "a", "rash", "x", "a", "wheeze"]
+    joins = [True] * 7 + [False, True, False]
+    notes = [(words, [(0, 1), (3, 4), (6, 6), (8, 9)], joins)]
+    r = learn_rules(notes, min_count=4)
+    assert r.absorb == frozenset({"a"})
+    assert learn_rules(notes, min_count=5).absorb == frozenset()  # too rare
+    notes2 = [(words, [(1, 1), (3, 4), (6, 6), (8, 9)], joins)]  # now 2 of 4: 50%
+    assert learn_rules(notes2, min_count=4).absorb == frozenset()
+
+
+def test_absorb_left_extends_only_by_a_free_blank_joined_rule_word() -> None:
+    # Regression: "an extensive workup" came out as "extensive workup".
+    words = ["an", "extensive", "workup", "the", "the", "knee", "an", "mri"]
+    joins = [True] * 5 + [False, False, False]
+    rules = BoundaryRules(absorb=frozenset({"an", "the"}))
+    spans = [
+        WordSpan("test", 1, 2, 0.9),  # absorbs "an"
+        WordSpan("problem", 3, 3, 0.9),  # "the" at 2 is inside the span before
+        WordSpan("problem", 5, 5, 0.9),  # "the" at 4: free, joined
+        WordSpan("test", 7, 7, 0.9),  # "an" at 6 is on another line
+    ]
+    got = [(s.first, s.last) for s in absorb_left(spans, words, joins, rules)]
+    assert got == [(0, 2), (3, 3), (4, 5), (7, 7)]
+
+
+def test_space_joins_is_blank_only_and_same_line() -> None:
+    text = "a  fever\nthe\tknee(x)"
+    spans = np.asarray([[0, 1], [3, 8], [9, 12], [13, 17], [17, 18], [18, 19], [19, 20]])
+    assert space_joins(text, spans) == [True, False, True, False, False, False, False]
+
+
+def test_shipped_model_absorbs_articles_into_entities() -> None:
+    from kiwi_fhir.extractors.onnx import OnnxExtractor, read_model_config
+
+    rules = BoundaryRules.from_json(
+        read_model_config(default_model_dir())["boundary_rules"]["main"]
+    )
+    assert {"a", "an", "his", "her", "the"} <= rules.absorb
+    assert "no" not in rules.absorb  # "no" is a negation modifier, never inside the entity
+    text = "He had an exploratory laparotomy and his pain resolved."
+    ex = OnnxExtractor().extract([Document("n", text)])[0]
+    for e in ex.entities:
+        assert text[e.start : e.end] == e.text
+        before = text[: e.start].split()
+        assert not before or before[-1].lower() not in rules.absorb

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 
 from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.errors import ModelError
-from kiwi_fhir.extractors.boundary import NO_RULES, BoundaryRules
+from kiwi_fhir.extractors.boundary import NO_RULES, BoundaryRules, absorb_left, space_joins
 from kiwi_fhir.extractors.decode import (
     MAIN_TAGS,
     MOD_TAGS,
@@ -227,6 +227,9 @@ class BertPipeline:
             ent_ids = [e.id for e in kept]
         else:
             ents_w = self._spans(main_p, MAIN_TAGS, self.cfg.main_rules, words)
+            if self.cfg.main_rules.absorb:
+                joins = space_joins(text, note.word_spans)
+                ents_w = absorb_left(ents_w, words, joins, self.cfg.main_rules)
             entities = [
                 Entity(**self._mention(f"T{n + 1}", s, note, text, backend))
                 for n, s in enumerate(ents_w)

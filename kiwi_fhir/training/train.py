@@ -107,6 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         order_seed=args.order_seed,
         lr=args.lr,
+        ema=args.ema,
+        mask_prob=args.mask_prob,
     )
     train_minutes = (time.time() - t0) / 60
 
@@ -163,6 +165,8 @@ def run_train(args: argparse.Namespace) -> int:
         "dev_notes": [d.document.id for d in dev_docs],
         "epochs": args.epochs,
         "lr": args.lr,
+        "ema": args.ema,
+        "mask_prob": args.mask_prob,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
