@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="replace this share of word pieces with [MASK] while training (default 0)",
     )
+    tr.add_argument(
+        "--layer-decay",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="learning rate factor per encoder layer, top to bottom (default 1: one rate)",
+    )
     tr.add_argument("--max-notes", type=int, help="train on the first N notes only (smoke tests)")
     tr.add_argument("--no-quantize", action="store_true", help="skip the int8 model")
     tr.add_argument(

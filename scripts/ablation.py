@@ -42,6 +42,13 @@ def main() -> int:
         ("fp32", "fp32", base),
         ("no boundary rules", "int8", dataclasses.replace(base, main_rules=BoundaryRules())),
         (
+            "boundary rules without absorbing the word before",
+            "int8",
+            dataclasses.replace(
+                base, main_rules=dataclasses.replace(base.main_rules, absorb=frozenset())
+            ),
+        ),
+        (
             "boundary rules on the modifier layer too",
             "int8",
             dataclasses.replace(base, mod_rules=both["mod"]),

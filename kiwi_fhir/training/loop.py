@@ -76,6 +76,7 @@ def fit(
     eval_every: int = 5,
     ema: float = 0.0,
     mask_prob: float = 0.0,
+    layer_decay: float = 1.0,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -85,6 +86,8 @@ def fit(
     ``mask_prob`` replaces that share of a window's word-piece ids with
     [MASK] at each step, so the tagger learns to type a span from its
     context and word features rather than memorising the 80 notes' words.
+    ``layer_decay`` < 1 gives each encoder layer below the top that factor
+    less learning rate than the one above it (embeddings lowest).
     """
     tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), N_WORD_FEATS)
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
@@ -93,12 +96,10 @@ def fit(
         [s for d in train_docs for s in note_samples(pipe, d, shift=sh)] for sh in (0, half)
     ]
     samples = sample_sets[0]
-    enc_params = list(tagger.encoder.parameters())
-    enc_ids = {id(p) for p in enc_params}
+    groups = _encoder_groups(tagger, lr, layer_decay)
+    enc_ids = {id(p) for g in groups for p in g["params"]}
     other = [p for p in tagger.parameters() if id(p) not in enc_ids] + list(head.parameters())
-    opt = torch.optim.AdamW(
-        [{"params": enc_params, "lr": lr}, {"params": other, "lr": head_lr}], weight_decay=0.01
-    )
+    opt = torch.optim.AdamW([*groups, {"params": other, "lr": head_lr}], weight_decay=0.01)
     steps = sum(math.ceil(len(sample_sets[e % 2]) / batch_size) for e in range(epochs))
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -155,6 +156,26 @@ def fit(
     if averaged is not None:
         return averaged.modules
     return tagger, head
+
+
+def _encoder_groups(tagger: Tagger, lr: float, decay: float) -> list[dict[str, Any]]:
+    params = list(tagger.encoder.named_parameters())
+    if decay == 1.0:
+        return [{"params": [p for _, p in params], "lr": lr}]
+    n_layers = int(tagger.encoder.config.num_hidden_layers)
+    by_depth: dict[int, list[nn.Parameter]] = {}
+    for name, p in params:
+        parts = name.split(".")
+        if parts[0] == "embeddings":
+            depth = 0
+        elif parts[:2] == ["encoder", "layer"]:
+            depth = int(parts[2]) + 1
+        else:  # pooler: unused by the tagger
+            depth = n_layers
+        by_depth.setdefault(depth, []).append(p)
+    return [
+        {"params": ps, "lr": lr * decay ** (n_layers - d)} for d, ps in sorted(by_depth.items())
+    ]
 
 
 def _mask_ids(

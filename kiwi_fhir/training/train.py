@@ -109,6 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         ema=args.ema,
         mask_prob=args.mask_prob,
+        layer_decay=args.layer_decay,
     )
     train_minutes = (time.time() - t0) / 60
 
@@ -167,6 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "ema": args.ema,
         "mask_prob": args.mask_prob,
+        "layer_decay": args.layer_decay,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
