@@ -147,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="P",
-        help="replace this share of word pieces with [MASK] while training (default 0)",
+        help="replace this share of word pieces with [MASK] while training, outside gold "
+        "modifiers (default 0)",
+    )
+    tr.add_argument(
+        "--mask-modifiers",
+        action="store_true",
+        help="let --mask-prob mask the word pieces of gold modifiers too",
     )
     tr.add_argument(
         "--layer-decay",

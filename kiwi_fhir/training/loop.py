@@ -22,18 +22,24 @@ from kiwi_fhir.extractors.wordfeats import N_WORD_FEATS
 from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
+MOD_O = MOD_TAGS.index("O")
+
 
 def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(s.ids) for s in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     feats = torch.zeros((len(batch), width), dtype=torch.long)
+    in_mod = torch.zeros((len(batch), width), dtype=torch.bool)
     rows, pos, main, mod = [], [], [], []
     prow, ppos, pfeat, plab = [], [], [], []
     for r, s in enumerate(batch):
         ids[r, : len(s.ids)] = torch.from_numpy(s.ids)
         mask[r, : len(s.ids)] = 1
         feats[r, : len(s.ids)] = torch.from_numpy(s.feats)
+        ends = np.append(s.word_pos[1:], len(s.ids) - 1)
+        for k in np.nonzero(s.mod_tags != MOD_O)[0]:
+            in_mod[r, s.word_pos[k] : ends[k]] = True
         rows.append(np.full(len(s.word_pos), r))
         pos.append(s.word_pos)
         main.append(s.main_tags)
@@ -50,6 +56,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         "ids": ids,
         "mask": mask,
         "feats": feats,
+        "in_mod": in_mod,
         "rows": cat(rows, torch.long),
         "pos": cat(pos, torch.long),
         "main": cat(main, torch.long),
@@ -77,6 +84,7 @@ def fit(
     ema: float = 0.0,
     mask_prob: float = 0.0,
     layer_decay: float = 1.0,
+    mask_modifiers: bool = False,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -86,6 +94,8 @@ def fit(
     ``mask_prob`` replaces that share of a window's word-piece ids with
     [MASK] at each step, so the tagger learns to type a span from its
     context and word features rather than memorising the 80 notes' words.
+    Word pieces of gold modifiers are left alone unless ``mask_modifiers``:
+    a masked "no" or "mg" leaves a label nothing in the input supports.
     ``layer_decay`` < 1 gives each encoder layer below the top that factor
     less learning rate than the one above it (embeddings lowest).
     """
@@ -124,7 +134,7 @@ def fit(
         for b0 in range(0, len(order), batch_size):
             batch = _collate([samples[i] for i in order[b0 : b0 + batch_size]], pipe.pad_id)
             if mask_prob > 0:
-                batch["ids"] = _mask_ids(batch, mask_prob, mask_gen, pipe, mask_id)
+                batch["ids"] = _mask_ids(batch, mask_prob, mask_gen, pipe, mask_id, mask_modifiers)
             main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"], batch["feats"])
             loss = ce(main_logits[batch["rows"], batch["pos"]], batch["main"])
             loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
@@ -184,10 +194,13 @@ def _mask_ids(
     gen: torch.Generator,
     pipe: BertPipeline,
     mask_id: int,
+    modifiers: bool,
 ) -> torch.Tensor:
     ids = batch["ids"]
     hit = torch.rand(ids.shape, generator=gen) < prob
     hit &= (batch["mask"] == 1) & (ids != pipe.cls_id) & (ids != pipe.sep_id)
+    if not modifiers:
+        hit &= ~batch["in_mod"]
     return torch.where(hit, torch.full_like(ids, mask_id), ids)
 
 

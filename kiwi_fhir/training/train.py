@@ -110,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
         ema=args.ema,
         mask_prob=args.mask_prob,
         layer_decay=args.layer_decay,
+        mask_modifiers=args.mask_modifiers,
     )
     train_minutes = (time.time() - t0) / 60
 
@@ -169,6 +170,7 @@ def run_train(args: argparse.Namespace) -> int:
         "ema": args.ema,
         "mask_prob": args.mask_prob,
         "layer_decay": args.layer_decay,
+        "mask_modifiers": args.mask_modifiers,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
