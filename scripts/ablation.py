@@ -54,6 +54,11 @@ def main() -> int:
             dataclasses.replace(base, mod_rules=both["mod"]),
         ),
         (
+            "no one type per string in a note",
+            "int8",
+            dataclasses.replace(base, one_type_per_string=False),
+        ),
+        (
             "argmax instead of BIO-constrained Viterbi",
             "int8",
             dataclasses.replace(base, constrained=False),

@@ -4,6 +4,7 @@ from kiwi_fhir.extractors.decode import (
     MAIN_TAGS,
     MOD_TAGS,
     WordSpan,
+    one_type_per_string,
     pair_candidates,
     spans_from_tags,
     tags_for_spans,
@@ -60,3 +61,23 @@ def test_pair_candidates_respect_allowed_types_and_rank() -> None:
     assert by_pair[(2, 0)][4] == 0  # nearest candidate for the negation
     assert by_pair[(0, 0)][4] == 2  # third nearest
     assert by_pair[(0, 0)][3] == 1  # the drug lies between problem 0 and the negation
+
+
+def test_one_type_per_string_takes_the_most_confident_type_per_note() -> None:
+    # Regression: "fibrinogen" came out a test once and a problem twice in
+    # one dev note, though annotators type a string one way per note.
+    words = ["Fibrinogen", "low", ";", "fibrinogen", "and", "fibrinogen", "level", "PE"]
+    spans = [
+        WordSpan("problem", 0, 0, 0.7),
+        WordSpan("test", 3, 3, 0.95),
+        WordSpan("problem", 5, 5, 0.2),  # problem 0.9 in all < test 0.95
+        WordSpan("test", 5, 6, 0.9),  # other words: untouched
+        WordSpan("problem", 7, 7, 0.8),
+    ]
+    got = one_type_per_string(spans, words)
+    assert [s.label for s in got] == ["test", "test", "test", "test", "problem"]
+    assert [(s.first, s.last, s.confidence) for s in got] == [
+        (s.first, s.last, s.confidence) for s in spans
+    ]
+    tie = [WordSpan("drug", 0, 0, 0.5), WordSpan("test", 3, 3, 0.5)]
+    assert [s.label for s in one_type_per_string(tie, words)] == ["test", "test"]

@@ -164,6 +164,27 @@ def spans_from_tags(
     return out
 
 
+def one_type_per_string(spans: Sequence[WordSpan], words: Sequence[str]) -> list[WordSpan]:
+    """Give every span of one note with the same words (case aside) the
+    type with the most summed confidence among them.
+
+    Annotators type a string the same way throughout a note (in the 80
+    training notes, 4,472 entity strings have one type and 7 have two);
+    the tagger, deciding each mention from its window alone, sometimes
+    does not ("fibrinogen" a test in one sentence, a problem in the next).
+    """
+    votes: dict[tuple[str, ...], dict[str, float]] = {}
+    keys = [tuple(w.lower() for w in words[s.first : s.last + 1]) for s in spans]
+    for key, s in zip(keys, spans, strict=True):
+        box = votes.setdefault(key, {})
+        box[s.label] = box.get(s.label, 0.0) + s.confidence
+    out = []
+    for key, s in zip(keys, spans, strict=True):
+        best = max(votes[key].items(), key=lambda kv: (kv[1], kv[0]))[0]
+        out.append(s if best == s.label else WordSpan(best, s.first, s.last, s.confidence))
+    return out
+
+
 def _dist_bucket(d: int) -> int:
     """Signed word distance → bucket (0 = overlapping/nested)."""
     mag = abs(d)
