@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="DECAY",
-        help="export an exponential moving average of the weights (e.g. 0.998; default: off)",
+        help="export an exponential moving average of the weights (e.g. 0.995; default: off)",
     )
     tr.add_argument(
         "--mask-prob",

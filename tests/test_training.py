@@ -54,3 +54,22 @@ def test_tiny_training_run_produces_a_working_model(tmp_path: Path) -> None:
 def test_train_rejects_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_options_reach_the_model_card(tmp_path: Path) -> None:
+    data = default_data_dir()
+    if data is None:
+        pytest.skip("shared corpus not available")
+    out = tmp_path / "model"
+    os.environ["KIWI_FHIR_TRAIN_THREADS"] = "2"
+    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--max-notes", "2"]
+    opts = ["--ema", "0.9", "--mask-prob", "0.2", "--layer-decay", "0.8", "--no-quantize"]
+    assert main([*argv, *opts]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert (card["ema"], card["mask_prob"], card["layer_decay"]) == (0.9, 0.2, 0.8)
+    assert card["mask_modifiers"] is False
+    cfg = json.loads((out / "config.json").read_text())
+    assert "absorb" in cfg["boundary_rules"]["main"]
+    (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
+    assert all(res.document.text[m.start : m.end] == m.text for m in res.entities)
