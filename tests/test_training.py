@@ -70,3 +70,14 @@ def test_training_options_reach_the_model_card(tmp_path: Path) -> None:
     assert "absorb" in cfg["boundary_rules"]["main"]
     (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
     assert all(res.document.text[m.start : m.end] == m.text for m in res.entities)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--ema", "1.0"), ("--mask-prob", "-0.1"), ("--layer-decay", "0")]
+)
+def test_train_rejects_out_of_range_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), flag, value]
+    assert main(argv) == 2
+    assert f"{flag} {float(value)}: must be" in capsys.readouterr().err

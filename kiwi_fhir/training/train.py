@@ -71,6 +71,13 @@ def run_train(args: argparse.Namespace) -> int:
     data_dir = Path(args.data)
     if not data_dir.is_dir():
         raise InputError(f"--data {data_dir}: not a directory")
+    for flag, value, ok, want in (
+        ("--ema", args.ema, 0.0 <= args.ema < 1.0, "in [0, 1)"),
+        ("--mask-prob", args.mask_prob, 0.0 <= args.mask_prob < 1.0, "in [0, 1)"),
+        ("--layer-decay", args.layer_decay, 0.0 < args.layer_decay <= 1.0, "in (0, 1]"),
+    ):
+        if not ok:
+            raise InputError(f"{flag} {value}: must be {want}")
     encoder = Path(args.encoder) if args.encoder else default_encoder()
     if not (encoder / "tokenizer.json").is_file():
         raise InputError(
