@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kiwi_fhir import __version__
 from kiwi_fhir.errors import KiwiError
+from kiwi_fhir.training import MASK_SCOPES
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -147,13 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="P",
-        help="replace this share of word pieces with [MASK] while training, outside gold "
-        "modifiers (default 0)",
+        help="replace this share of word pieces with [MASK] while training (default 0)",
     )
     tr.add_argument(
-        "--mask-modifiers",
-        action="store_true",
-        help="let --mask-prob mask the word pieces of gold modifiers too",
+        "--mask-scope",
+        choices=MASK_SCOPES,
+        default="non-modifier",
+        help="which word pieces --mask-prob may mask: all, all but gold modifiers' "
+        "(default), or those of gold main entities outside their modifiers",
+    )
+    tr.add_argument(
+        "--mask-until",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="mask only during this first share of the training steps (default 1: all)",
     )
     tr.add_argument(
         "--layer-decay",

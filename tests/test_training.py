@@ -2,7 +2,9 @@
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,12 +62,30 @@ def test_train_rejects_missing_data(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
-def test_training_options_reach_the_model_card(tmp_path: Path) -> None:
+def test_training_options_reach_the_model_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kiwi_fhir.training import loop
+
+    calls = {"step": 0, "mask": 0}
+
+    def count(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(loop, "_collate", count("step", loop._collate))
+    monkeypatch.setattr(loop, "_mask_ids", count("mask", loop._mask_ids))
     opts = ["--ema", "0.9", "--mask-prob", "0.2", "--layer-decay", "0.8", "--no-quantize"]
+    opts += ["--mask-scope", "entity", "--mask-until", "0.5", "--epochs", "4"]
     out = _train(tmp_path, "--max-notes", "2", *opts)
     card = json.loads((out / "model_card.json").read_text())
     assert (card["ema"], card["mask_prob"], card["layer_decay"]) == (0.9, 0.2, 0.8)
-    assert card["mask_modifiers"] is False
+    assert (card["mask_scope"], card["mask_until"]) == ("entity", 0.5)
+    # masking ran for the first half of the steps only
+    assert calls["step"] >= 4 and calls["mask"] == round(calls["step"] * 0.5)
     cfg = json.loads((out / "config.json").read_text())
     assert "absorb" in cfg["boundary_rules"]["main"]
     (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
@@ -73,7 +93,8 @@ def test_training_options_reach_the_model_card(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--ema", "1.0"), ("--mask-prob", "-0.1"), ("--layer-decay", "0")]
+    ("flag", "value"),
+    [("--ema", "1.0"), ("--mask-prob", "-0.1"), ("--layer-decay", "0"), ("--mask-until", "0")],
 )
 def test_train_rejects_out_of_range_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str

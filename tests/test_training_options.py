@@ -37,24 +37,33 @@ def _batch() -> dict[str, torch.Tensor]:
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
     in_mod = torch.zeros_like(ids, dtype=torch.bool)
     in_mod[1, 2:4] = True  # word pieces of a gold modifier
-    return {"ids": ids, "mask": mask, "in_mod": in_mod}
+    in_ent = torch.zeros_like(ids, dtype=torch.bool)
+    in_ent[0, 2:4] = True  # a gold entity
+    in_ent[1, 1:4] = True  # a gold entity holding that modifier
+    return {"ids": ids, "mask": mask, "in_mod": in_mod, "in_ent": in_ent}
 
 
 def test_mask_ids_spares_special_tokens_padding_and_gold_modifiers() -> None:
     b = _batch()
     gen = torch.Generator().manual_seed(0)
-    got = _mask_ids(b, 1.0, gen, _Pipe(), 103, False)  # type: ignore[arg-type]
+    got = _mask_ids(b, 1.0, gen, _Pipe(), 103, "non-modifier")  # type: ignore[arg-type]
     assert got.tolist() == [[101, 103, 103, 103, 102, 0], [101, 103, 11, 12, 103, 102]]
-    got = _mask_ids(b, 1.0, gen, _Pipe(), 103, True)  # type: ignore[arg-type]
+    got = _mask_ids(b, 1.0, gen, _Pipe(), 103, "all")  # type: ignore[arg-type]
     assert got[1].tolist() == [101, 103, 103, 103, 103, 102]
     assert b["ids"][0, 1] == 7  # the batch itself is not modified
-    assert _mask_ids(b, 0.0, gen, _Pipe(), 103, True).equal(b["ids"])  # type: ignore[arg-type]
+    assert _mask_ids(b, 0.0, gen, _Pipe(), 103, "all").equal(b["ids"])  # type: ignore[arg-type]
+
+
+def test_mask_ids_entity_scope_masks_only_entity_pieces_outside_modifiers() -> None:
+    b = _batch()
+    got = _mask_ids(b, 1.0, torch.Generator(), _Pipe(), 103, "entity")  # type: ignore[arg-type]
+    assert got.tolist() == [[101, 7, 103, 103, 102, 0], [101, 103, 11, 12, 13, 102]]
 
 
 def test_mask_ids_is_reproducible_from_the_generator_seed() -> None:
     b = _batch()
     runs = [
-        _mask_ids(b, 0.5, torch.Generator().manual_seed(5), _Pipe(), 103, True)  # type: ignore[arg-type]
+        _mask_ids(b, 0.5, torch.Generator().manual_seed(5), _Pipe(), 103, "all")  # type: ignore[arg-type]
         for _ in range(2)
     ]
     assert runs[0].equal(runs[1])

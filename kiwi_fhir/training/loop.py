@@ -19,10 +19,12 @@ from kiwi_fhir.core import Extraction
 from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.pipeline import BertPipeline
 from kiwi_fhir.extractors.wordfeats import N_WORD_FEATS
+from kiwi_fhir.training import MASK_SCOPES
 from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
 MOD_O = MOD_TAGS.index("O")
+MAIN_O = MAIN_TAGS.index("O")
 
 
 def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -31,6 +33,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     feats = torch.zeros((len(batch), width), dtype=torch.long)
     in_mod = torch.zeros((len(batch), width), dtype=torch.bool)
+    in_ent = torch.zeros((len(batch), width), dtype=torch.bool)
     rows, pos, main, mod = [], [], [], []
     prow, ppos, pfeat, plab = [], [], [], []
     for r, s in enumerate(batch):
@@ -40,6 +43,8 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         ends = np.append(s.word_pos[1:], len(s.ids) - 1)
         for k in np.nonzero(s.mod_tags != MOD_O)[0]:
             in_mod[r, s.word_pos[k] : ends[k]] = True
+        for k in np.nonzero(s.main_tags != MAIN_O)[0]:
+            in_ent[r, s.word_pos[k] : ends[k]] = True
         rows.append(np.full(len(s.word_pos), r))
         pos.append(s.word_pos)
         main.append(s.main_tags)
@@ -57,6 +62,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         "mask": mask,
         "feats": feats,
         "in_mod": in_mod,
+        "in_ent": in_ent,
         "rows": cat(rows, torch.long),
         "pos": cat(pos, torch.long),
         "main": cat(main, torch.long),
@@ -84,7 +90,8 @@ def fit(
     ema: float = 0.0,
     mask_prob: float = 0.0,
     layer_decay: float = 1.0,
-    mask_modifiers: bool = False,
+    mask_scope: str = "non-modifier",
+    mask_until: float = 1.0,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -94,8 +101,12 @@ def fit(
     ``mask_prob`` replaces that share of a window's word-piece ids with
     [MASK] at each step, so the tagger learns to type a span from its
     context and word features rather than memorising the 80 notes' words.
-    Word pieces of gold modifiers are left alone unless ``mask_modifiers``:
-    a masked "no" or "mg" leaves a label nothing in the input supports.
+    ``mask_scope`` says which pieces may be masked: "all"; "non-modifier"
+    (gold modifiers' pieces are left alone: a masked "no" or "mg" leaves a
+    label nothing in the input supports); or "entity" (only gold main
+    entities' pieces outside modifiers, where typing from context is the
+    skill wanted). Masking stops after the first ``mask_until`` share of the
+    steps, so the last ones fit the unmasked input the model will see.
     ``layer_decay`` < 1 gives each encoder layer below the top that factor
     less learning rate than the one above it (embeddings lowest).
     """
@@ -120,6 +131,10 @@ def fit(
     rng = np.random.default_rng(seed if order_seed is None else order_seed)
     mask_gen = torch.Generator().manual_seed(seed)
     mask_tok = pipe.tok.token_to_id("[MASK]")
+    if mask_scope not in MASK_SCOPES:
+        raise ValueError(f"mask_scope {mask_scope!r}: not one of {MASK_SCOPES}")
+    mask_steps = round(steps * mask_until)
+    step = 0
     if mask_prob > 0 and mask_tok is None:
         raise ValueError("mask_prob > 0 needs a [MASK] token in the tokenizer")
     mask_id = -1 if mask_tok is None else mask_tok
@@ -133,8 +148,9 @@ def fit(
         losses = []
         for b0 in range(0, len(order), batch_size):
             batch = _collate([samples[i] for i in order[b0 : b0 + batch_size]], pipe.pad_id)
-            if mask_prob > 0:
-                batch["ids"] = _mask_ids(batch, mask_prob, mask_gen, pipe, mask_id, mask_modifiers)
+            if mask_prob > 0 and step < mask_steps:
+                batch["ids"] = _mask_ids(batch, mask_prob, mask_gen, pipe, mask_id, mask_scope)
+            step += 1
             main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"], batch["feats"])
             loss = ce(main_logits[batch["rows"], batch["pos"]], batch["main"])
             loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
@@ -194,13 +210,15 @@ def _mask_ids(
     gen: torch.Generator,
     pipe: BertPipeline,
     mask_id: int,
-    modifiers: bool,
+    scope: str,
 ) -> torch.Tensor:
     ids = batch["ids"]
     hit = torch.rand(ids.shape, generator=gen) < prob
     hit &= (batch["mask"] == 1) & (ids != pipe.cls_id) & (ids != pipe.sep_id)
-    if not modifiers:
+    if scope != "all":
         hit &= ~batch["in_mod"]
+    if scope == "entity":
+        hit &= batch["in_ent"]
     return torch.where(hit, torch.full_like(ids, mask_id), ids)
 
 

@@ -75,6 +75,7 @@ def run_train(args: argparse.Namespace) -> int:
         ("--ema", args.ema, 0.0 <= args.ema < 1.0, "in [0, 1)"),
         ("--mask-prob", args.mask_prob, 0.0 <= args.mask_prob < 1.0, "in [0, 1)"),
         ("--layer-decay", args.layer_decay, 0.0 < args.layer_decay <= 1.0, "in (0, 1]"),
+        ("--mask-until", args.mask_until, 0.0 < args.mask_until <= 1.0, "in (0, 1]"),
     ):
         if not ok:
             raise InputError(f"{flag} {value}: must be {want}")
@@ -117,7 +118,8 @@ def run_train(args: argparse.Namespace) -> int:
         ema=args.ema,
         mask_prob=args.mask_prob,
         layer_decay=args.layer_decay,
-        mask_modifiers=args.mask_modifiers,
+        mask_scope=args.mask_scope,
+        mask_until=args.mask_until,
     )
     train_minutes = (time.time() - t0) / 60
 
@@ -177,7 +179,8 @@ def run_train(args: argparse.Namespace) -> int:
         "ema": args.ema,
         "mask_prob": args.mask_prob,
         "layer_decay": args.layer_decay,
-        "mask_modifiers": args.mask_modifiers,
+        "mask_scope": args.mask_scope,
+        "mask_until": args.mask_until,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
