@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask only during this first share of the training steps (default 1: all)",
     )
     tr.add_argument(
+        "--replace-prob",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="each epoch, swap this share of the main entities that hold no other span for "
+        "another training mention of the same type (default 0)",
+    )
+    tr.add_argument(
         "--layer-decay",
         type=float,
         default=1.0,

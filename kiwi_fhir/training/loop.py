@@ -20,6 +20,7 @@ from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.pipeline import BertPipeline
 from kiwi_fhir.extractors.wordfeats import N_WORD_FEATS
 from kiwi_fhir.training import MASK_SCOPES
+from kiwi_fhir.training.augment import mention_pool, replace_mentions
 from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
@@ -92,6 +93,7 @@ def fit(
     layer_decay: float = 1.0,
     mask_scope: str = "non-modifier",
     mask_until: float = 1.0,
+    replace_prob: float = 0.0,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -107,6 +109,8 @@ def fit(
     entities' pieces outside modifiers, where typing from context is the
     skill wanted). Masking stops after the first ``mask_until`` share of the
     steps, so the last ones fit the unmasked input the model will see.
+    ``replace_prob`` swaps that share of the free main entities for another
+    training mention of the same type, afresh each epoch (``augment``).
     ``layer_decay`` < 1 gives each encoder layer below the top that factor
     less learning rate than the one above it (embeddings lowest).
     """
@@ -116,6 +120,8 @@ def fit(
     sample_sets = [
         [s for d in train_docs for s in note_samples(pipe, d, shift=sh)] for sh in (0, half)
     ]
+    pool = mention_pool(train_docs)
+    aug_rng = np.random.default_rng([seed, 1])
     samples = sample_sets[0]
     groups = _encoder_groups(tagger, lr, layer_decay)
     enc_ids = {id(p) for g in groups for p in g["params"]}
@@ -144,6 +150,10 @@ def fit(
         tagger.train()
         head.train()
         samples = sample_sets[(epoch - 1) % 2]
+        if replace_prob > 0:
+            shift = 0 if epoch % 2 else half
+            docs = [replace_mentions(d, pool, replace_prob, aug_rng) for d in train_docs]
+            samples = [s for d in docs for s in note_samples(pipe, d, shift=shift)]
         order = rng.permutation(len(samples))
         losses = []
         for b0 in range(0, len(order), batch_size):

@@ -76,6 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
         ("--mask-prob", args.mask_prob, 0.0 <= args.mask_prob < 1.0, "in [0, 1)"),
         ("--layer-decay", args.layer_decay, 0.0 < args.layer_decay <= 1.0, "in (0, 1]"),
         ("--mask-until", args.mask_until, 0.0 < args.mask_until <= 1.0, "in (0, 1]"),
+        ("--replace-prob", args.replace_prob, 0.0 <= args.replace_prob <= 1.0, "in [0, 1]"),
     ):
         if not ok:
             raise InputError(f"{flag} {value}: must be {want}")
@@ -120,6 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
         layer_decay=args.layer_decay,
         mask_scope=args.mask_scope,
         mask_until=args.mask_until,
+        replace_prob=args.replace_prob,
     )
     train_minutes = (time.time() - t0) / 60
 
@@ -181,6 +183,7 @@ def run_train(args: argparse.Namespace) -> int:
         "layer_decay": args.layer_decay,
         "mask_scope": args.mask_scope,
         "mask_until": args.mask_until,
+        "replace_prob": args.replace_prob,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
