@@ -120,7 +120,7 @@ def fit(
     sample_sets = [
         [s for d in train_docs for s in note_samples(pipe, d, shift=sh)] for sh in (0, half)
     ]
-    pool = mention_pool(train_docs)
+    pool = mention_pool(train_docs) if replace_prob > 0 else {}
     aug_rng = np.random.default_rng([seed, 1])
     samples = sample_sets[0]
     groups = _encoder_groups(tagger, lr, layer_decay)
@@ -150,8 +150,8 @@ def fit(
         tagger.train()
         head.train()
         samples = sample_sets[(epoch - 1) % 2]
-        if replace_prob > 0:
-            shift = 0 if epoch % 2 else half
+        if replace_prob > 0:  # same cut points as sample_sets, fresh swaps
+            shift = (0, half)[(epoch - 1) % 2]
             docs = [replace_mentions(d, pool, replace_prob, aug_rng) for d in train_docs]
             samples = [s for d in docs for s in note_samples(pipe, d, shift=shift)]
         order = rng.permutation(len(samples))
