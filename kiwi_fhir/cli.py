@@ -173,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
         "another training mention of the same type (default 0)",
     )
     tr.add_argument(
+        "--crf",
+        action="store_true",
+        help="also train a CRF's tag transitions on the entity layer (decoded by the same "
+        "Viterbi; default off)",
+    )
+    tr.add_argument(
+        "--tapt-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="masked-LM epochs on the training notes' text before fine-tuning "
+        "(task-adaptive pretraining; default 0: none)",
+    )
+    tr.add_argument(
         "--layer-decay",
         type=float,
         default=1.0,

@@ -29,9 +29,15 @@ MAX_MSG = 2 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("grpc"), env={
-        "KIWI_FHIR_AUTH_TOKEN": TOKEN, "KIWI_FHIR_STREAM_MAX_IN_FLIGHT": "4",
-        "KIWI_FHIR_MAX_MESSAGE_BYTES": str(MAX_MSG), "KIWI_FHIR_BATCH_MAX_WAIT_MS": "20"})
+    srv = start_server(
+        tmp_path_factory.mktemp("grpc"),
+        env={
+            "KIWI_FHIR_AUTH_TOKEN": TOKEN,
+            "KIWI_FHIR_STREAM_MAX_IN_FLIGHT": "4",
+            "KIWI_FHIR_MAX_MESSAGE_BYTES": str(MAX_MSG),
+            "KIWI_FHIR_BATCH_MAX_WAIT_MS": "20",
+        },
+    )
     yield srv
     assert srv.stop() == 0
     assert SECRET_NOTE not in srv.logs()  # every test's traffic has gone through by now
@@ -73,15 +79,19 @@ def test_extract_text_returns_bundle_and_offsets(stub: Any) -> None:
 
 
 def test_extract_hl7_and_document_reference(stub: Any) -> None:
-    hl7 = stub.ExtractHL7(pb.ExtractHL7Request(
-        message=(HL7_DIR / "svc_oru_progress.hl7").read_bytes()), metadata=AUTH, timeout=60)
+    hl7 = stub.ExtractHL7(
+        pb.ExtractHL7Request(message=(HL7_DIR / "svc_oru_progress.hl7").read_bytes()),
+        metadata=AUTH,
+        timeout=60,
+    )
     assert hl7.status == pb.JOB_STATUS_DONE and len(hl7.documents) == 1
     dr = {"resourceType": "DocumentReference", "id": "dr-svc-1", "meta": {"versionId": "1"},
           "status": "current", "subject": {"reference": "Patient/p1"},
           "content": [{"attachment": {"contentType": "text/plain",
                                       "data": "UGF0aWVudCBoYXMgZmV2ZXIu"}}]}  # fmt: skip
-    resp = stub.ExtractDocumentReference(pb.ExtractDocumentReferenceRequest(
-        resource_json=json.dumps(dr)), metadata=AUTH, timeout=60)
+    resp = stub.ExtractDocumentReference(
+        pb.ExtractDocumentReferenceRequest(resource_json=json.dumps(dr)), metadata=AUTH, timeout=60
+    )
     assert resp.status == pb.JOB_STATUS_DONE and json.loads(resp.bundle_json)["entry"]
 
 
@@ -109,8 +119,11 @@ def test_auth_token_required_but_health_open(stub: Any, channel: grpc.Channel) -
         stub.ExtractText(pb.ExtractTextRequest(text="Fever."), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.RpcError) as err2:
-        stub.ExtractText(pb.ExtractTextRequest(text="Fever."), timeout=10,
-                         metadata=(("authorization", "Bearer wrong"),))
+        stub.ExtractText(
+            pb.ExtractTextRequest(text="Fever."),
+            timeout=10,
+            metadata=(("authorization", "Bearer wrong"),),
+        )
     assert err2.value.code() == grpc.StatusCode.UNAUTHENTICATED
     h = health_pb2_grpc.HealthStub(channel)
     for name in ("", "kiwi_fhir.v1.ExtractionService"):
@@ -120,8 +133,9 @@ def test_auth_token_required_but_health_open(stub: Any, channel: grpc.Channel) -
 
 def test_reflection_lists_services(channel: grpc.Channel) -> None:
     r = reflection_pb2_grpc.ServerReflectionStub(channel)
-    (resp,) = r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
-        list_services="")]), timeout=10)
+    (resp,) = r.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+    )
     names = {s.name for s in resp.list_services_response.service}
     assert {"kiwi_fhir.v1.ExtractionService", "grpc.health.v1.Health"} <= names
 
@@ -154,8 +168,12 @@ def test_deadline_exceeded_names_job_that_still_finishes(stub: Any) -> None:
 def test_stream_tags_results_and_keeps_going_after_item_errors(stub: Any) -> None:
     def items() -> Iterator[pb.StreamRequest]:
         for i in range(12):
-            yield pb.StreamRequest(item_id=f"ok-{i}", text=pb.ExtractTextRequest(
-                text=f"Stream item {i}: {SECRET_NOTE} reports headache and nausea."))
+            yield pb.StreamRequest(
+                item_id=f"ok-{i}",
+                text=pb.ExtractTextRequest(
+                    text=f"Stream item {i}: {SECRET_NOTE} reports headache and nausea."
+                ),
+            )
             if i == 3:
                 yield pb.StreamRequest(item_id="bad-empty", text=pb.ExtractTextRequest(text=""))
                 yield pb.StreamRequest(item_id="bad-none")
@@ -170,8 +188,12 @@ def test_stream_tags_results_and_keeps_going_after_item_errors(stub: Any) -> Non
 def test_stream_slow_reader_bounds_server_intake(server: Server) -> None:
     n = 150
     before = len(jobs(server.db))
-    reqs = (pb.StreamRequest(item_id=str(i), text=pb.ExtractTextRequest(
-        text=f"Flow item {i}: mild fever.")) for i in range(n))
+    reqs = (
+        pb.StreamRequest(
+            item_id=str(i), text=pb.ExtractTextRequest(text=f"Flow item {i}: mild fever.")
+        )
+        for i in range(n)
+    )
     # A fixed 64 KiB HTTP/2 window (no BDP growth): what a slow client really offers.
     opts = [("grpc.http2.bdp_probe", 0)]
     with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}", options=opts) as ch:
@@ -235,7 +257,8 @@ def test_graceful_shutdown_drains_and_restart_serves_stored_result(tmp_path: Pat
     try:
         with grpc.insecure_channel(f"127.0.0.1:{again.ports['grpc']}") as ch:
             got = pb_grpc.ExtractionServiceStub(ch).GetResult(
-                pb.GetResultRequest(job_id=resp.job_id), timeout=10)
+                pb.GetResultRequest(job_id=resp.job_id), timeout=10
+            )
         assert got.bundle_json == resp.bundle_json
     finally:
         again.stop()

@@ -82,8 +82,14 @@ def start_server(tmp_path: Path, db: str | None = None, *, tag: str = "srv",
     ready.unlink(missing_ok=True)
     log = tmp_path / f"{tag}.log"
     db = db or f"sqlite:///{tmp_path / 'intake.db'}"
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "KIWI_FHIR_MODEL": model,
-                "KIWI_FHIR_THREADS": "1", "KIWI_FHIR_LOG_LEVEL": "DEBUG", **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "KIWI_FHIR_MODEL": model,
+        "KIWI_FHIR_THREADS": "1",
+        "KIWI_FHIR_LOG_LEVEL": "DEBUG",
+        **(env or {}),
+    }
     cmd = [sys.executable, "-m", "kiwi_fhir.cli", "serve", "--grpc-port", "0", "--mllp-port",
            "0", "--http-port", "0", "--db", db, "--ready-file", str(ready)]  # fmt: skip
     with log.open("ab") as fh:

@@ -72,7 +72,10 @@ def test_mllp_send_gets_aa_ae_ar(server: Server, tmp_path: Path) -> None:
     acks = [ack_fields(a.strip(b"\x0b\x1c\r\n") + b"\r")
             for a in out.stdout.split(b"\n") if a.strip()]  # fmt: skip
     assert [(a["code"], a["control_id"]) for a in acks] == [
-        ("AA", "SVCMIX1"), ("AE", "SVCMIX2"), ("AR", "SVCMIX3")]
+        ("AA", "SVCMIX1"),
+        ("AE", "SVCMIX2"),
+        ("AR", "SVCMIX3"),
+    ]
     assert acks[1]["err"][2] == "OBX^1^5" and acks[1]["err"][3].startswith("102^")
     assert acks[2]["err"][3].startswith("200^")
     assert acks[0]["msh"][2:6] == ["KIWI", "HOSP", "KIWITEST", "WARD7"]  # sender/receiver swapped
@@ -91,7 +94,11 @@ def test_split_reads_batched_frames_garbage_and_resend(server: Server) -> None:
         s.sendall(frame(oru("SPLIT2")) + frame(oru("SPLIT3")) + frame(oru("SPLIT1")))
         acks = [ack_fields(a) for a in read_acks(s, 4)]
     assert [(a["code"], a["control_id"]) for a in acks] == [
-        ("AA", "SPLIT1"), ("AA", "SPLIT2"), ("AA", "SPLIT3"), ("AA", "SPLIT1")]
+        ("AA", "SPLIT1"),
+        ("AA", "SPLIT2"),
+        ("AA", "SPLIT3"),
+        ("AA", "SPLIT1"),
+    ]
     keys = [j["dedup_key"] for j in jobs(server.db)]
     assert keys.count("hl7:KIWITEST|WARD7|SPLIT1") == 1  # the resend was not stored twice
 

@@ -21,29 +21,72 @@ def _pki(d: Path) -> None:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=kiwi-test-ca")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiwi-test-ca",
+    )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext")
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        )
 
 
 @pytest.mark.slow
 def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
     _pki(tmp_path)
-    srv = start_server(tmp_path, env={
-        "KIWI_FHIR_TLS_CERT": str(tmp_path / "server.pem"),
-        "KIWI_FHIR_TLS_KEY": str(tmp_path / "server.key"),
-        "KIWI_FHIR_TLS_CLIENT_CA": str(tmp_path / "ca.pem")})
+    srv = start_server(
+        tmp_path,
+        env={
+            "KIWI_FHIR_TLS_CERT": str(tmp_path / "server.pem"),
+            "KIWI_FHIR_TLS_KEY": str(tmp_path / "server.key"),
+            "KIWI_FHIR_TLS_CLIENT_CA": str(tmp_path / "ca.pem"),
+        },
+    )
     target = f"127.0.0.1:{srv.ports['grpc']}"
     ca = (tmp_path / "ca.pem").read_bytes()
     req = pb.ExtractTextRequest(text="TLS probe: fever.")
     try:
-        good = grpc.ssl_channel_credentials(ca, (tmp_path / "client.key").read_bytes(),
-                                            (tmp_path / "client.pem").read_bytes())
+        good = grpc.ssl_channel_credentials(
+            ca, (tmp_path / "client.key").read_bytes(), (tmp_path / "client.pem").read_bytes()
+        )
         with grpc.secure_channel(target, good) as ch:
             resp = pb_grpc.ExtractionServiceStub(ch).ExtractText(req, timeout=60)
         assert resp.status == pb.JOB_STATUS_DONE

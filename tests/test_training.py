@@ -80,15 +80,18 @@ def test_training_options_reach_the_model_card(
     monkeypatch.setattr(loop, "_mask_ids", count("mask", loop._mask_ids))
     opts = ["--ema", "0.9", "--mask-prob", "0.2", "--layer-decay", "0.8", "--no-quantize"]
     opts += ["--mask-scope", "entity", "--mask-until", "0.5", "--epochs", "4"]
-    opts += ["--replace-prob", "0.3"]
+    opts += ["--replace-prob", "0.3", "--tapt-epochs", "1", "--crf"]
     out = _train(tmp_path, "--max-notes", "2", *opts)
     card = json.loads((out / "model_card.json").read_text())
     assert (card["ema"], card["mask_prob"], card["layer_decay"]) == (0.9, 0.2, 0.8)
     assert (card["mask_scope"], card["mask_until"], card["replace_prob"]) == ("entity", 0.5, 0.3)
+    assert card["tapt_epochs"] == 1 and card["crf"] is True
     # masking ran for the first half of the steps only
     assert calls["step"] >= 4 and calls["mask"] == round(calls["step"] * 0.5)
     cfg = json.loads((out / "config.json").read_text())
     assert "absorb" in cfg["boundary_rules"]["main"]
+    trans = cfg["main_transitions"]  # trained away from their zero start
+    assert len(trans) == 9 and all(len(r) == 9 for r in trans) and any(any(r) for r in trans)
     (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
     assert all(res.document.text[m.start : m.end] == m.text for m in res.entities)
 
@@ -109,3 +112,11 @@ def test_train_rejects_out_of_range_options(
     argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), flag, value]
     assert main(argv) == 2
     assert f"{flag} {float(value)}: must be" in capsys.readouterr().err
+
+
+def test_train_rejects_negative_tapt_epochs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--tapt-epochs", "-1"]
+    assert main(argv) == 2
+    assert "--tapt-epochs -1: must be 0 or more" in capsys.readouterr().err

@@ -102,8 +102,13 @@ def viterbi(
     can_start: NDArray[np.bool_] | None = None,
     can_end: NDArray[np.bool_] | None = None,
     adjacent: bool = True,
+    learned: NDArray[np.floating] | None = None,
 ) -> NDArray[np.int64]:
     """Best tag path under BIO constraints; ``logprobs`` is (n_words, n_tags).
+
+    ``learned`` (n_tags, n_tags) adds a CRF's transition scores (from tag,
+    to tag) to every step; the per-word log-softmax differs from the CRF's
+    raw emissions by a constant per word, so the path is the CRF's own.
 
     Optional span-boundary rules (:mod:`kiwi_fhir.extractors.boundary`):
     no span starts on a word where ``can_start`` is false or ends on one
@@ -117,6 +122,8 @@ def viterbi(
     trans, start = _TRANS[tags]
     if not adjacent:
         trans = trans + _NO_ADJ[tags]
+    if learned is not None:
+        trans = trans + np.asarray(learned, dtype=np.float64)
     stuck = trans + _CONTINUE[tags]
     lp = np.asarray(logprobs, dtype=np.float64)
     if can_start is not None:

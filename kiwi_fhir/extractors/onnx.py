@@ -77,6 +77,7 @@ def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertP
         span_threshold=float(cfg.get("span_threshold", 0.0)),
         main_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("main")),
         mod_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("mod")),
+        main_transitions=_transitions(cfg, model_dir),
     )
     lexicon = cfg.get("word_features", {}).get("lexicon")
     try:
@@ -84,6 +85,18 @@ def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertP
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ModelError(f"{model_dir}: cannot read the word lexicon {lexicon}: {exc}") from exc
     return BertPipeline(load_tokenizer(model_dir / cfg["tokenizer"]), pc, featurizer)
+
+
+def _transitions(cfg: dict[str, Any], model_dir: Path) -> tuple[tuple[float, ...], ...]:
+    rows = cfg.get("main_transitions") or []
+    n = len(MAIN_TAGS)
+    try:
+        out = tuple(tuple(float(x) for x in row) for row in rows)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{model_dir}/config.json: main_transitions is not numeric") from exc
+    if out and (len(out) != n or any(len(r) != n for r in out)):
+        raise ModelError(f"{model_dir}/config.json: main_transitions must be {n}x{n}")
+    return out
 
 
 class OrtRunner:

@@ -65,6 +65,9 @@ class PipelineConfig:
     # Span-boundary rules of the model (config.json); empty ones are no rules.
     main_rules: BoundaryRules = NO_RULES
     mod_rules: BoundaryRules = NO_RULES
+    # Transition scores of a CRF trained on the entity layer (``train
+    # --crf``; config.json "main_transitions"), (from tag, to tag); empty: none.
+    main_transitions: tuple[tuple[float, ...], ...] = ()
     # Predicted entities with the same words in one note get one type
     # (decode.one_type_per_string); +0.2 point of dev NER on both models
     # measured.
@@ -194,12 +197,15 @@ class BertPipeline:
     def _path(
         self, probs: FloatArray, tags: tuple[str, ...], rules: BoundaryRules, words: list[str]
     ) -> NDArray[np.int64]:
+        learned = None
+        if tags == MAIN_TAGS and self.cfg.main_transitions:
+            learned = np.asarray(self.cfg.main_transitions, dtype=np.float64)
         if self.cfg.constrained:
             # No rules (the modifier layer): skip building the word masks.
             can_start, can_end = (
                 rules.word_masks(words) if rules.no_start or rules.no_end else (None, None)
             )
-            return viterbi(np.log(probs + 1e-9), tags, can_start, can_end, rules.adjacent)
+            return viterbi(np.log(probs + 1e-9), tags, can_start, can_end, rules.adjacent, learned)
         path: NDArray[np.int64] = probs.argmax(axis=-1).astype(np.int64)
         return path
 

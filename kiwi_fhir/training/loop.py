@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from kiwi_fhir.extractors.pipeline import BertPipeline
 from kiwi_fhir.extractors.wordfeats import N_WORD_FEATS
 from kiwi_fhir.training import MASK_SCOPES
 from kiwi_fhir.training.augment import mention_pool, replace_mentions
+from kiwi_fhir.training.crf import crf_nll, word_grid
 from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
@@ -94,6 +96,7 @@ def fit(
     mask_scope: str = "non-modifier",
     mask_until: float = 1.0,
     replace_prob: float = 0.0,
+    crf: bool = False,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -113,8 +116,10 @@ def fit(
     training mention of the same type, afresh each epoch (``augment``).
     ``layer_decay`` < 1 gives each encoder layer below the top that factor
     less learning rate than the one above it (embeddings lowest).
+    ``crf`` adds a CRF likelihood on the entity layer (``crf.py``) to its
+    per-word loss; dev scores during training decode with its transitions.
     """
-    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), N_WORD_FEATS)
+    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), N_WORD_FEATS, crf=crf)
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
     half = (TRAIN_LEN - 2) // 2
     sample_sets = [
@@ -125,8 +130,14 @@ def fit(
     samples = sample_sets[0]
     groups = _encoder_groups(tagger, lr, layer_decay)
     enc_ids = {id(p) for g in groups for p in g["params"]}
-    other = [p for p in tagger.parameters() if id(p) not in enc_ids] + list(head.parameters())
-    opt = torch.optim.AdamW([*groups, {"params": other, "lr": head_lr}], weight_decay=0.01)
+    trans = [] if tagger.main_trans is None else [tagger.main_trans]
+    fixed = enc_ids | {id(p) for p in trans}
+    other = [p for p in tagger.parameters() if id(p) not in fixed] + list(head.parameters())
+    # Transitions start at zero and need to reach several units: a faster rate.
+    opt = torch.optim.AdamW(
+        [*groups, {"params": other, "lr": head_lr}, {"params": trans, "lr": head_lr * 10}],
+        weight_decay=0.01,
+    )
     steps = sum(math.ceil(len(sample_sets[e % 2]) / batch_size) for e in range(epochs))
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -162,7 +173,12 @@ def fit(
                 batch["ids"] = _mask_ids(batch, mask_prob, mask_gen, pipe, mask_id, mask_scope)
             step += 1
             main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"], batch["feats"])
-            loss = ce(main_logits[batch["rows"], batch["pos"]], batch["main"])
+            word_logits = main_logits[batch["rows"], batch["pos"]]
+            loss = ce(word_logits, batch["main"])
+            if tagger.main_trans is not None:
+                em, words = word_grid(word_logits, batch["rows"], len(batch["ids"]))
+                gold, _ = word_grid(batch["main"], batch["rows"], len(batch["ids"]))
+                loss = loss + crf_nll(em, gold, words, tagger.main_trans)
             loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
             if len(batch["plab"]):
                 reps = hidden[batch["prow"][:, None], batch["ppos"]].reshape(len(batch["plab"]), -1)
@@ -180,18 +196,35 @@ def fit(
         if dev_docs and (epoch % eval_every == 0 or epoch == epochs):
             from kiwi_fhir.training.report import dev_metrics_with
 
-            m = dev_metrics_with(pipe, TorchRunner(tagger, head), dev_docs, bootstrap=False)
+            live = with_transitions(pipe, tagger)
+            m = dev_metrics_with(live, TorchRunner(tagger, head), dev_docs, bootstrap=False)
             head_f1 = {k: round(v["f1"], 3) for k, v in m["headline"].items()}
             bar.write(f"epoch {epoch}: loss {np.mean(losses):.3f} dev exact F1 {head_f1}")
             if averaged is not None and (epoch == epochs or epoch >= epochs * 2 // 3):
                 runner = TorchRunner(*averaged.modules)
-                m = dev_metrics_with(pipe, runner, dev_docs, bootstrap=False)
+                avg_pipe = with_transitions(pipe, averaged.modules[0])
+                m = dev_metrics_with(avg_pipe, runner, dev_docs, bootstrap=False)
                 head_f1 = {k: round(v["f1"], 3) for k, v in m["headline"].items()}
                 bar.write(f"epoch {epoch}: EMA weights dev exact F1 {head_f1}")
     bar.close()
     if averaged is not None:
         return averaged.modules
     return tagger, head
+
+
+def transitions(tagger: Tagger) -> tuple[tuple[float, ...], ...]:
+    """The entity layer's CRF transitions as config.json stores them."""
+    if tagger.main_trans is None:
+        return ()
+    rows = tagger.main_trans.detach().tolist()
+    return tuple(tuple(round(float(x), 4) for x in r) for r in rows)
+
+
+def with_transitions(pipe: BertPipeline, tagger: Tagger) -> BertPipeline:
+    if tagger.main_trans is None:
+        return pipe
+    cfg = dataclasses.replace(pipe.cfg, main_transitions=transitions(tagger))
+    return BertPipeline(pipe.tok, cfg, pipe.featurizer)
 
 
 def _encoder_groups(tagger: Tagger, lr: float, decay: float) -> list[dict[str, Any]]:

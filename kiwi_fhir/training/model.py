@@ -20,7 +20,9 @@ class Tagger(nn.Module):
     the pretrained encoder's exact behaviour and learns what case and the
     drug lexicon are worth."""
 
-    def __init__(self, encoder_dir: Path, n_main: int, n_mod: int, n_feats: int) -> None:
+    def __init__(
+        self, encoder_dir: Path, n_main: int, n_mod: int, n_feats: int, *, crf: bool = False
+    ) -> None:
         super().__init__()
         from transformers import AutoModel
 
@@ -31,6 +33,9 @@ class Tagger(nn.Module):
         self.drop = nn.Dropout(0.1)
         self.main = nn.Linear(hidden, n_main)
         self.mod = nn.Linear(hidden, n_mod)
+        # CRF transitions of the entity layer (crf.py); not part of the
+        # exported graph: they travel in config.json.
+        self.main_trans = nn.Parameter(torch.zeros(n_main, n_main)) if crf else None
 
     @property
     def hidden_size(self) -> int:

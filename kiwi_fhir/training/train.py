@@ -8,6 +8,7 @@ ONNX files, so the model card reports what users get.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -77,6 +78,7 @@ def run_train(args: argparse.Namespace) -> int:
         ("--layer-decay", args.layer_decay, 0.0 < args.layer_decay <= 1.0, "in (0, 1]"),
         ("--mask-until", args.mask_until, 0.0 < args.mask_until <= 1.0, "in (0, 1]"),
         ("--replace-prob", args.replace_prob, 0.0 <= args.replace_prob <= 1.0, "in [0, 1]"),
+        ("--tapt-epochs", args.tapt_epochs, args.tapt_epochs >= 0, "0 or more"),
     ):
         if not ok:
             raise InputError(f"{flag} {value}: must be {want}")
@@ -107,9 +109,15 @@ def run_train(args: argparse.Namespace) -> int:
     featurizer = WordFeaturizer([] if args.no_lexicon else _drug_lexicon())
     pipe = BertPipeline(tok, cfg, featurizer)
     t0 = time.time()
+    adapted = None
+    if args.tapt_epochs:
+        from kiwi_fhir.training.tapt import adapt
+
+        texts = [d.document.text for d in train_docs]
+        adapted, _ = adapt(encoder, tok, texts, epochs=args.tapt_epochs, seed=args.seed)
     tagger, head = fit(
         pipe,
-        encoder,
+        Path(adapted.name) if adapted else encoder,
         train_docs,
         dev_docs,
         epochs=args.epochs,
@@ -122,10 +130,16 @@ def run_train(args: argparse.Namespace) -> int:
         mask_scope=args.mask_scope,
         mask_until=args.mask_until,
         replace_prob=args.replace_prob,
+        crf=args.crf,
     )
     train_minutes = (time.time() - t0) / 60
+    if adapted is not None:
+        adapted.cleanup()
 
     from kiwi_fhir.training.export import export_relation, export_tagger, quantize_int8
+    from kiwi_fhir.training.loop import transitions
+
+    cfg = dataclasses.replace(cfg, main_transitions=transitions(tagger))
 
     export_tagger(tagger, out / "tagger.fp32.onnx")
     export_relation(head, tagger.hidden_size, out / "relation.onnx")
@@ -158,6 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
         "relation_threshold": cfg.relation_threshold,
         "span_threshold": cfg.span_threshold,
         "boundary_rules": {"main": main_rules.to_json()},
+        "main_transitions": [list(r) for r in cfg.main_transitions],
         "word_features": word_features,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -184,6 +199,8 @@ def run_train(args: argparse.Namespace) -> int:
         "mask_scope": args.mask_scope,
         "mask_until": args.mask_until,
         "replace_prob": args.replace_prob,
+        "tapt_epochs": args.tapt_epochs,
+        "crf": args.crf,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
