@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask only during this first share of the training steps (default 1: all)",
     )
     tr.add_argument(
+        "--mask-drop-labels",
+        action="store_true",
+        help="with --mask-prob: no modifier label on a word with a masked piece, no "
+        "relation pair whose modifier has one (default: keep them)",
+    )
+    tr.add_argument(
         "--replace-prob",
         type=float,
         default=0.0,

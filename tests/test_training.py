@@ -80,12 +80,12 @@ def test_training_options_reach_the_model_card(
     monkeypatch.setattr(loop, "_mask_ids", count("mask", loop._mask_ids))
     opts = ["--ema", "0.9", "--mask-prob", "0.2", "--layer-decay", "0.8", "--no-quantize"]
     opts += ["--mask-scope", "entity", "--mask-until", "0.5", "--epochs", "4"]
-    opts += ["--replace-prob", "0.3", "--tapt-epochs", "1", "--crf"]
+    opts += ["--replace-prob", "0.3", "--tapt-epochs", "1", "--crf", "--mask-drop-labels"]
     out = _train(tmp_path, "--max-notes", "2", *opts)
     card = json.loads((out / "model_card.json").read_text())
     assert (card["ema"], card["mask_prob"], card["layer_decay"]) == (0.9, 0.2, 0.8)
     assert (card["mask_scope"], card["mask_until"], card["replace_prob"]) == ("entity", 0.5, 0.3)
-    assert card["tapt_epochs"] == 1 and card["crf"] is True
+    assert card["tapt_epochs"] == 1 and card["crf"] is True and card["mask_drop_labels"] is True
     # masking ran for the first half of the steps only
     assert calls["step"] >= 4 and calls["mask"] == round(calls["step"] * 0.5)
     cfg = json.loads((out / "config.json").read_text())

@@ -10,7 +10,15 @@ pytest.importorskip("transformers", reason="needs the train extra")
 import torch
 
 from kiwi_fhir.extractors.decode import MAIN_TAGS, MOD_TAGS
-from kiwi_fhir.training.loop import _Ema, _encoder_groups, _mask_ids
+from kiwi_fhir.training.dataset import WindowSample
+from kiwi_fhir.training.loop import (
+    IGNORE,
+    _collate,
+    _drop_masked_labels,
+    _Ema,
+    _encoder_groups,
+    _mask_ids,
+)
 from kiwi_fhir.training.model import RelationHead, Tagger
 
 
@@ -67,6 +75,40 @@ def test_mask_ids_is_reproducible_from_the_generator_seed() -> None:
         for _ in range(2)
     ]
     assert runs[0].equal(runs[1])
+
+
+def test_masked_words_lose_modifier_labels_and_their_modifiers_pairs() -> None:
+    import numpy as np
+
+    # [CLS] no chest pa ##in mild cough [SEP]: words at 1, 2, 3 (2 pieces), 5, 6
+    ids = np.array([101, 20, 21, 22, 23, 24, 25, 102])
+    mod = np.array([MOD_TAGS.index("B-negation"), 0, 0, MOD_TAGS.index("B-severity"), 0])
+    sample = WindowSample(
+        ids=ids,
+        feats=np.zeros_like(ids),
+        word_pos=np.array([1, 2, 3, 5, 6]),
+        main_tags=np.zeros(5, dtype=np.int64),
+        mod_tags=mod,
+        # (entity first, last, modifier first, last): "no" → chest pain, "mild" → cough,
+        # "no … mild" (a made-up long modifier) → cough
+        pair_pos=np.array([[2, 3, 1, 1], [6, 6, 5, 5], [6, 6, 1, 5]]),
+        pair_feats=np.zeros((3, 7), dtype=np.int64),
+        pair_labels=np.array([1.0, 1.0, 0.0], dtype=np.float32),
+    )
+    sev = MOD_TAGS.index("B-severity")
+    batch = _collate([sample], 0)
+    hit = torch.zeros((1, 8), dtype=torch.bool)
+    hit[0, 4] = True  # "##in": the word "pain" has a masked piece
+    _drop_masked_labels(batch, hit)
+    assert batch["mod"].tolist() == [mod[0], 0, IGNORE, sev, 0]
+    # only the pair whose modifier spans "pain" is gone
+    assert batch["ppos"].tolist() == [[2, 3, 1, 1], [6, 6, 5, 5]]
+    batch = _collate([sample], 0)
+    hit[0, 4], hit[0, 1] = False, True  # now only "no" is masked
+    _drop_masked_labels(batch, hit)
+    assert batch["mod"].tolist() == [IGNORE, 0, 0, sev, 0]
+    assert batch["ppos"].tolist() == [[6, 6, 5, 5]]  # pairs whose modifier holds "no" are gone
+    assert len(batch["prow"]) == len(batch["pfeat"]) == len(batch["plab"]) == 1
 
 
 def test_layer_decay_scales_rates_by_depth_and_covers_every_parameter(

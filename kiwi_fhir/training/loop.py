@@ -27,6 +27,7 @@ from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
 MOD_O = MOD_TAGS.index("O")
+IGNORE = -100  # CrossEntropyLoss's ignore_index
 MAIN_O = MAIN_TAGS.index("O")
 
 
@@ -37,7 +38,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
     feats = torch.zeros((len(batch), width), dtype=torch.long)
     in_mod = torch.zeros((len(batch), width), dtype=torch.bool)
     in_ent = torch.zeros((len(batch), width), dtype=torch.bool)
-    rows, pos, main, mod = [], [], [], []
+    rows, pos, wend, main, mod = [], [], [], [], []
     prow, ppos, pfeat, plab = [], [], [], []
     for r, s in enumerate(batch):
         ids[r, : len(s.ids)] = torch.from_numpy(s.ids)
@@ -50,6 +51,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
             in_ent[r, s.word_pos[k] : ends[k]] = True
         rows.append(np.full(len(s.word_pos), r))
         pos.append(s.word_pos)
+        wend.append(ends)
         main.append(s.main_tags)
         mod.append(s.mod_tags)
         prow.append(np.full(len(s.pair_labels), r))
@@ -68,6 +70,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         "in_ent": in_ent,
         "rows": cat(rows, torch.long),
         "pos": cat(pos, torch.long),
+        "wend": cat(wend, torch.long),
         "main": cat(main, torch.long),
         "mod": cat(mod, torch.long),
         "prow": cat(prow, torch.long),
@@ -97,6 +100,7 @@ def fit(
     mask_until: float = 1.0,
     replace_prob: float = 0.0,
     crf: bool = False,
+    mask_drop_labels: bool = False,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -112,6 +116,10 @@ def fit(
     entities' pieces outside modifiers, where typing from context is the
     skill wanted). Masking stops after the first ``mask_until`` share of the
     steps, so the last ones fit the unmasked input the model will see.
+    ``mask_drop_labels`` drops, at each step, the modifier labels of words
+    with a masked piece and the relation pairs whose modifier has such a
+    word: a masked "no" leaves nothing to learn negation from, and training
+    on it anyway is what cost modifiers and relations.
     ``replace_prob`` swaps that share of the free main entities for another
     training mention of the same type, afresh each epoch (``augment``).
     ``layer_decay`` < 1 gives each encoder layer below the top that factor
@@ -170,7 +178,10 @@ def fit(
         for b0 in range(0, len(order), batch_size):
             batch = _collate([samples[i] for i in order[b0 : b0 + batch_size]], pipe.pad_id)
             if mask_prob > 0 and step < mask_steps:
-                batch["ids"] = _mask_ids(batch, mask_prob, mask_gen, pipe, mask_id, mask_scope)
+                masked = _mask_ids(batch, mask_prob, mask_gen, pipe, mask_id, mask_scope)
+                if mask_drop_labels:
+                    _drop_masked_labels(batch, masked != batch["ids"])
+                batch["ids"] = masked
             step += 1
             main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"], batch["feats"])
             word_logits = main_logits[batch["rows"], batch["pos"]]
@@ -179,7 +190,8 @@ def fit(
                 em, words = word_grid(word_logits, batch["rows"], len(batch["ids"]))
                 gold, _ = word_grid(batch["main"], batch["rows"], len(batch["ids"]))
                 loss = loss + crf_nll(em, gold, words, tagger.main_trans)
-            loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
+            if (batch["mod"] != IGNORE).any():
+                loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
             if len(batch["plab"]):
                 reps = hidden[batch["prow"][:, None], batch["ppos"]].reshape(len(batch["plab"]), -1)
                 loss = loss + bce(head(reps, batch["pfeat"]), batch["plab"])
@@ -263,6 +275,22 @@ def _mask_ids(
     if scope == "entity":
         hit &= batch["in_ent"]
     return torch.where(hit, torch.full_like(ids, mask_id), ids)
+
+
+def _drop_masked_labels(batch: dict[str, torch.Tensor], hit: torch.Tensor) -> None:
+    """In place: modifier labels of words with a masked piece become
+    IGNORE; relation pairs whose modifier spans such a word are removed."""
+    rows, pos = batch["rows"], batch["pos"]
+    before = torch.cat([torch.zeros_like(hit[:, :1], dtype=torch.long), hit.long().cumsum(1)], 1)
+    word_hit = (before[rows, batch["wend"]] - before[rows, pos]) > 0
+    batch["mod"] = torch.where(word_hit, torch.full_like(batch["mod"], IGNORE), batch["mod"])
+    at_first = torch.zeros_like(hit, dtype=torch.long)
+    at_first[rows, pos] = word_hit.long()
+    words_before = torch.cat([torch.zeros_like(at_first[:, :1]), at_first.cumsum(1)], 1)
+    prow, m_first, m_last = batch["prow"], batch["ppos"][:, 2], batch["ppos"][:, 3]
+    lost = (words_before[prow, m_last + 1] - words_before[prow, m_first]) > 0
+    for key in ("prow", "ppos", "pfeat", "plab"):
+        batch[key] = batch[key][~lost]
 
 
 class _Ema:

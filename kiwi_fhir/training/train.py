@@ -131,6 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
         mask_until=args.mask_until,
         replace_prob=args.replace_prob,
         crf=args.crf,
+        mask_drop_labels=args.mask_drop_labels,
     )
     train_minutes = (time.time() - t0) / 60
     if adapted is not None:
@@ -201,6 +202,7 @@ def run_train(args: argparse.Namespace) -> int:
         "replace_prob": args.replace_prob,
         "tapt_epochs": args.tapt_epochs,
         "crf": args.crf,
+        "mask_drop_labels": args.mask_drop_labels,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
