@@ -58,6 +58,17 @@ def main() -> int:
             "int8",
             dataclasses.replace(base, one_type_per_string=False),
         ),
+        *(
+            [
+                (
+                    "Viterbi without the CRF's learned transitions",
+                    "int8",
+                    dataclasses.replace(base, main_transitions=()),
+                )
+            ]
+            if base.main_transitions
+            else []
+        ),
         (
             "argmax instead of BIO-constrained Viterbi",
             "int8",
