@@ -75,8 +75,9 @@ async def _client(target: str, jobs: asyncio.Queue[tuple[int, str]],
             i, note = jobs.get_nowait()
             t0 = time.perf_counter()
             try:
-                resp = await stub.ExtractText(pb.ExtractTextRequest(
-                    text=note, document_id=f"bench-{i}"), timeout=600)
+                resp = await stub.ExtractText(
+                    pb.ExtractTextRequest(text=note, document_id=f"bench-{i}"), timeout=600
+                )
             except grpc.aio.AioRpcError as exc:
                 resp = exc.code().name
             out[i] = (time.perf_counter() - t0, resp)
@@ -96,10 +97,16 @@ async def _run(target: str, clients: int, notes: list[str], count: int,
           and r.documents and r.documents[0].document_id == f"bench-{i}"}  # fmt: skip
     job_ids = [r.job_id for r in ok.values()]
     lat = sorted(t for t, _ in out.values())
-    return {"clients": clients, "requests": count, "wall_s": wall, "docs_per_s": count / wall,
-            "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
-            "lost": count - len(ok), "duplicated": len(job_ids) - len(set(job_ids))}
+    return {
+        "clients": clients,
+        "requests": count,
+        "wall_s": wall,
+        "docs_per_s": count / wall,
+        "p50_ms": 1000 * statistics.median(lat),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+        "lost": count - len(ok),
+        "duplicated": len(job_ids) - len(set(job_ids)),
+    }
 
 
 def _db_check(db: str, count: int) -> tuple[int, int]:
@@ -139,8 +146,11 @@ def main() -> int:
                 proc.wait(120)
             db_lost, db_dup = _db_check(db, args.count + 1)
         bad += r["lost"] + r["duplicated"] + db_lost + db_dup
-        print(f"{clients:>7} {r['docs_per_s']:>8.2f} {r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} "
-              f"{r['lost']:>5} {r['duplicated']:>4} {db_lost:>7} {db_dup:>6}", flush=True)
+        print(
+            f"{clients:>7} {r['docs_per_s']:>8.2f} {r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} "
+            f"{r['lost']:>5} {r['duplicated']:>4} {db_lost:>7} {db_dup:>6}",
+            flush=True,
+        )
     return 1 if bad else 0
 
 
