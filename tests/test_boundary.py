@@ -173,3 +173,18 @@ def test_shipped_model_absorbs_articles_into_entities() -> None:
         assert text[e.start : e.end] == e.text
         before = text[: e.start].split()
         assert not before or before[-1].lower() not in rules.absorb
+
+
+def test_learned_transitions_change_the_viterbi_path() -> None:
+    lp = _lp([{"B-test": -0.1}, {"B-test": -0.6, "I-test": -0.9}])
+    alone = [MAIN_TAGS[t] for t in viterbi(lp, MAIN_TAGS)]
+    assert alone == ["B-test", "B-test"]
+    learned = np.zeros((len(MAIN_TAGS), len(MAIN_TAGS)))
+    b, i = MAIN_TAGS.index("B-test"), MAIN_TAGS.index("I-test")
+    learned[b, b], learned[b, i] = -1.0, 0.5
+    assert [MAIN_TAGS[t] for t in viterbi(lp, MAIN_TAGS, learned=learned)] == ["B-test", "I-test"]
+    # hard BIO constraints still win over any learned score
+    learned[MAIN_TAGS.index("O"), MAIN_TAGS.index("I-drug")] = 50.0
+    lp2 = _lp([{"O": -0.1}, {"I-drug": -0.2, "O": -0.3}])
+    path = [MAIN_TAGS[t] for t in viterbi(lp2, MAIN_TAGS, learned=learned)]
+    assert path == ["O", "O"]

@@ -10,31 +10,8 @@ import numpy as np
 import pytest
 
 from kiwi_fhir.errors import ModelError
-from kiwi_fhir.extractors.decode import MAIN_TAGS, viterbi
+from kiwi_fhir.extractors.decode import MAIN_TAGS
 from kiwi_fhir.extractors.onnx import default_model_dir, pipeline_for, read_model_config
-
-
-def _lp(rows: list[dict[str, float]]) -> np.ndarray:
-    lp = np.full((len(rows), len(MAIN_TAGS)), -8.0)
-    for i, row in enumerate(rows):
-        for tag, v in row.items():
-            lp[i, MAIN_TAGS.index(tag)] = v
-    return lp
-
-
-def test_learned_transitions_change_the_viterbi_path() -> None:
-    lp = _lp([{"B-test": -0.1}, {"B-test": -0.6, "I-test": -0.9}])
-    alone = [MAIN_TAGS[t] for t in viterbi(lp, MAIN_TAGS)]
-    assert alone == ["B-test", "B-test"]
-    learned = np.zeros((len(MAIN_TAGS), len(MAIN_TAGS)))
-    b, i = MAIN_TAGS.index("B-test"), MAIN_TAGS.index("I-test")
-    learned[b, b], learned[b, i] = -1.0, 0.5
-    assert [MAIN_TAGS[t] for t in viterbi(lp, MAIN_TAGS, learned=learned)] == ["B-test", "I-test"]
-    # hard BIO constraints still win over any learned score
-    learned[MAIN_TAGS.index("O"), MAIN_TAGS.index("I-drug")] = 50.0
-    lp2 = _lp([{"O": -0.1}, {"I-drug": -0.2, "O": -0.3}])
-    path = [MAIN_TAGS[t] for t in viterbi(lp2, MAIN_TAGS, learned=learned)]
-    assert path == ["O", "O"]
 
 
 def _model_copy(tmp_path: Path, transitions: object) -> Path:

@@ -1,23 +1,15 @@
 """``scripts/ensemble.py``: logit averaging over several model directories."""
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from kiwi_fhir.core import Document
 from kiwi_fhir.extractors.onnx import OrtRunner, default_model_dir, pipeline_for, read_model_config
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ensemble.py"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "note.txt"
-
-
-def _load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("ensemble", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _runner(model: Path) -> OrtRunner:
@@ -25,8 +17,10 @@ def _runner(model: Path) -> OrtRunner:
     return OrtRunner(model / cfg["tagger"], model / cfg["relation"], threads=1)
 
 
-def test_an_ensemble_of_one_model_twice_is_that_model() -> None:
-    mod = _load_script()
+def test_an_ensemble_of_one_model_twice_is_that_model(
+    load_script: Callable[[str], ModuleType],
+) -> None:
+    mod = load_script("ensemble")
     model = default_model_dir()
     pipe = pipeline_for(model, read_model_config(model), 16)
     doc = Document("n", EXAMPLE.read_text(encoding="utf-8"))

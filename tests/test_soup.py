@@ -1,23 +1,14 @@
 """``scripts/soup.py``: weight averaging of ONNX models with one graph."""
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "soup.py"
-
-
-def _load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("soup", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _linear(path: Path, w: np.ndarray, shape_const: np.ndarray) -> None:
@@ -38,8 +29,10 @@ def _linear(path: Path, w: np.ndarray, shape_const: np.ndarray) -> None:
     onnx.save(model, str(path))
 
 
-def test_average_onnx_means_float_weights_and_keeps_integer_ones(tmp_path: Path) -> None:
-    soup = _load_script()
+def test_average_onnx_means_float_weights_and_keeps_integer_ones(
+    tmp_path: Path, load_script: Callable[[str], ModuleType]
+) -> None:
+    soup = load_script("soup")
     shape = np.asarray([2], dtype=np.int64)
     w1 = np.asarray([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
     w2 = np.asarray([[3.0, 0.0], [1.0, 2.0]], dtype=np.float32)
@@ -53,8 +46,10 @@ def test_average_onnx_means_float_weights_and_keeps_integer_ones(tmp_path: Path)
     assert np.allclose(y, [6.0, 7.0])
 
 
-def test_average_onnx_refuses_different_graphs(tmp_path: Path) -> None:
-    soup = _load_script()
+def test_average_onnx_refuses_different_graphs(
+    tmp_path: Path, load_script: Callable[[str], ModuleType]
+) -> None:
+    soup = load_script("soup")
     w = np.eye(2, dtype=np.float32)
     _linear(tmp_path / "a.onnx", w, np.asarray([2], dtype=np.int64))
     _linear(tmp_path / "b.onnx", w, np.asarray([1, 2], dtype=np.int64))
