@@ -1,4 +1,4 @@
-"""CRF transitions on the entity layer: the loss (training) and the decoding."""
+"""CRF transitions on the entity layer: the training loss and the model config."""
 
 import itertools
 import json
