@@ -122,7 +122,7 @@ def char_to_word_span(note: EncodedNote, start: int, end: int) -> tuple[int, int
     return int(inside[0]), int(inside[-1])
 
 
-def _special(tok: Tokenizer, token: str) -> int:
+def special_token_id(tok: Tokenizer, token: str) -> int:
     idx = tok.token_to_id(token)
     if idx is None:
         raise ModelError(f"tokenizer has no {token} token; a BERT-style vocabulary is needed")
@@ -142,9 +142,9 @@ class BertPipeline:
         self.tok = tokenizer
         self.cfg = config or PipelineConfig()
         self.featurizer = featurizer or WordFeaturizer()
-        self.cls_id = _special(tokenizer, "[CLS]")
-        self.sep_id = _special(tokenizer, "[SEP]")
-        self.pad_id = _special(tokenizer, "[PAD]")
+        self.cls_id = special_token_id(tokenizer, "[CLS]")
+        self.sep_id = special_token_id(tokenizer, "[SEP]")
+        self.pad_id = special_token_id(tokenizer, "[PAD]")
 
     def encode(self, text: str) -> EncodedNote:
         return encode_note(

@@ -26,7 +26,10 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from kiwi_fhir.extractors.pipeline import special_token_id
+
 MLM_PROB = 0.15
+IGNORE = -100  # CrossEntropyLoss's ignore_index, as in loop.py
 
 
 def note_chunks(tok: Tokenizer, texts: Sequence[str], width: int, shift: int) -> list[list[int]]:
@@ -46,7 +49,7 @@ def mask_tokens(
     """BERT's recipe: 15% of the real pieces are targets; of those 80%
     become [MASK], 10% a random piece, 10% stay. Labels are -100 elsewhere."""
     target = (torch.rand(ids.shape, generator=gen) < MLM_PROB) & ~special
-    labels = torch.where(target, ids, torch.full_like(ids, -100))
+    labels = torch.where(target, ids, torch.full_like(ids, IGNORE))
     roll = torch.rand(ids.shape, generator=gen)
     out = torch.where(target & (roll < 0.8), torch.full_like(ids, mask_id), ids)
     rand_ids = torch.randint(vocab, ids.shape, generator=gen)
@@ -76,7 +79,7 @@ def adapt(
     base = model.base_model
     lm_head = model.cls if hasattr(model, "cls") else model.lm_head  # BERT / RoBERTa naming
     cls_id, sep_id, mask_id, pad_id = (
-        _token_id(tok, t) for t in ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
+        special_token_id(tok, t) for t in ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
     )
     vocab = int(model.config.vocab_size)
     enc_ids = {id(p) for p in base.parameters()}
@@ -115,7 +118,7 @@ def adapt(
             special = (ids == cls_id) | (ids == sep_id) | (ids == pad_id)
             inputs, labels = mask_tokens(ids, special, mask_id, vocab, gen)
             hidden = base(input_ids=inputs, attention_mask=attn).last_hidden_state
-            picked = labels != -100
+            picked = labels != IGNORE
             logits = lm_head(hidden[picked])  # the vocabulary projection only where scored
             loss = ce(logits, labels[picked])
             opt.zero_grad()
@@ -132,10 +135,3 @@ def adapt(
     out = tempfile.TemporaryDirectory(prefix="kiwi-tapt-")
     base.save_pretrained(out.name)
     return out, epoch_losses
-
-
-def _token_id(tok: Tokenizer, token: str) -> int:
-    found = tok.token_to_id(token)
-    if found is None:
-        raise ValueError(f"masked-LM pretraining needs a {token} token in the tokenizer")
-    return int(found)

@@ -115,27 +115,29 @@ def run_train(args: argparse.Namespace) -> int:
 
         texts = [d.document.text for d in train_docs]
         adapted, _ = adapt(encoder, tok, texts, epochs=args.tapt_epochs, seed=args.seed)
-    tagger, head = fit(
-        pipe,
-        Path(adapted.name) if adapted else encoder,
-        train_docs,
-        dev_docs,
-        epochs=args.epochs,
-        seed=args.seed,
-        order_seed=args.order_seed,
-        lr=args.lr,
-        ema=args.ema,
-        mask_prob=args.mask_prob,
-        layer_decay=args.layer_decay,
-        mask_scope=args.mask_scope,
-        mask_until=args.mask_until,
-        replace_prob=args.replace_prob,
-        crf=args.crf,
-        mask_drop_labels=args.mask_drop_labels,
-    )
+    try:
+        tagger, head = fit(
+            pipe,
+            Path(adapted.name) if adapted else encoder,
+            train_docs,
+            dev_docs,
+            epochs=args.epochs,
+            seed=args.seed,
+            order_seed=args.order_seed,
+            lr=args.lr,
+            ema=args.ema,
+            mask_prob=args.mask_prob,
+            layer_decay=args.layer_decay,
+            mask_scope=args.mask_scope,
+            mask_until=args.mask_until,
+            replace_prob=args.replace_prob,
+            crf=args.crf,
+            mask_drop_labels=args.mask_drop_labels,
+        )
+    finally:  # the adapted encoder's weights are only an input to fit()
+        if adapted is not None:
+            adapted.cleanup()
     train_minutes = (time.time() - t0) / 60
-    if adapted is not None:
-        adapted.cleanup()
 
     from kiwi_fhir.training.export import export_relation, export_tagger, quantize_int8
     from kiwi_fhir.training.loop import transitions
