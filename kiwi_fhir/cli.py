@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no drug-lexicon word feature (default: the drug-named-entity-recognition "
         "dictionary, shipped inside the model directory)",
     )
+    tr.add_argument(
+        "--problem-lexicon",
+        action="store_true",
+        help="add an ICD-10-CM problem-lexicon word feature (simple-icd-10-cm terms, "
+        "shipped inside the model directory; default: none)",
+    )
     tr.set_defaults(func=_cmd_train)
 
     sv = sub.add_parser(

@@ -81,17 +81,22 @@ def test_training_options_reach_the_model_card(
     opts = ["--ema", "0.9", "--mask-prob", "0.2", "--layer-decay", "0.8", "--no-quantize"]
     opts += ["--mask-scope", "entity", "--mask-until", "0.5", "--epochs", "4"]
     opts += ["--replace-prob", "0.3", "--tapt-epochs", "1", "--crf", "--mask-drop-labels"]
+    opts += ["--problem-lexicon"]
     out = _train(tmp_path, "--max-notes", "2", *opts)
     card = json.loads((out / "model_card.json").read_text())
     assert (card["ema"], card["mask_prob"], card["layer_decay"]) == (0.9, 0.2, 0.8)
     assert (card["mask_scope"], card["mask_until"], card["replace_prob"]) == ("entity", 0.5, 0.3)
     assert card["tapt_epochs"] == 1 and card["crf"] is True and card["mask_drop_labels"] is True
+    assert card["problem_lexicon"] is True
     # masking ran for the first half of the steps only
     assert calls["step"] >= 4 and calls["mask"] == round(calls["step"] * 0.5)
     cfg = json.loads((out / "config.json").read_text())
     assert "absorb" in cfg["boundary_rules"]["main"]
     trans = cfg["main_transitions"]  # trained away from their zero start
     assert len(trans) == 9 and all(len(r) == 9 for r in trans) and any(any(r) for r in trans)
+    wf = cfg["word_features"]
+    assert (out / wf["problem_lexicon"]).is_file() and wf["problem_lexicon_entries"] > 10_000
+    # the exported tagger takes the problem-lexicon ids (up to 4 * N_SHAPES - 1)
     (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
     assert all(res.document.text[m.start : m.end] == m.text for m in res.entities)
 

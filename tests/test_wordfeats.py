@@ -8,7 +8,13 @@ import pytest
 from kiwi_fhir.errors import ModelError
 from kiwi_fhir.extractors.encoding import encode_note, load_tokenizer, window_inputs
 from kiwi_fhir.extractors.onnx import default_model_dir, pipeline_for, read_model_config
-from kiwi_fhir.extractors.wordfeats import N_SHAPES, N_WORD_FEATS, WordFeaturizer, shape
+from kiwi_fhir.extractors.wordfeats import (
+    N_SHAPES,
+    N_WORD_FEATS,
+    WordFeaturizer,
+    icd_terms,
+    shape,
+)
 
 
 def _words(text: str) -> np.ndarray:
@@ -56,6 +62,50 @@ def test_save_load_round_trip_is_byte_stable(tmp_path: Path) -> None:
     assert WordFeaturizer.load(tmp_path / "a.gz").lexicon == fz.lexicon
     with gzip.open(tmp_path / "a.gz", "rt") as fh:
         assert fh.read().splitlines() == ["insulin glargine", "warfarin", "zyrtec"]
+
+
+def test_icd_titles_become_note_like_terms() -> None:
+    titles = [
+        "Other specified acute gastritis, without bleeding",
+        "Pneumonia, unspecified organism",
+        "Sprain of unspecified ligament of left ankle, initial encounter",
+        "Staining of teeth NOS",
+        "Nondisplaced fracture of triquetrum [cuneiform] bone, right wrist",
+        "Chronic obstructive pulmonary disease with (acute) exacerbation",
+    ]
+    terms = set(icd_terms(titles))
+    assert {"specified acute gastritis", "Pneumonia", "Staining of teeth"} <= terms
+    assert "obstructive pulmonary disease" in terms  # "Chronic" dropped from the front
+    assert "Nondisplaced fracture of triquetrum bone" in terms  # brackets dropped
+    assert {"initial encounter", "right wrist"} <= terms  # two-word tails stay
+    # one-word tails are laterality/encounter words, not problems
+    assert not {"bleeding", "exacerbation", "right", "organism"} & terms
+
+
+def test_problem_lexicon_sets_its_own_bit(tmp_path: Path) -> None:
+    drugs_only = WordFeaturizer(["lasix"])
+    fz = WordFeaturizer(["lasix"], ["heart failure", "Lasix"])
+    assert (drugs_only.n_feats, fz.n_feats) == (N_WORD_FEATS, 2 * N_WORD_FEATS)
+    text = "Congestive heart failure on Lasix."
+    spans = _words(text)
+    ids = fz.word_ids(text, spans).tolist()
+    assert ids == [2, 1 + 2 * N_SHAPES, 1 + 2 * N_SHAPES, 1, 2 + 3 * N_SHAPES, 5]
+    # without a problem lexicon the ids are what older models were trained on
+    assert drugs_only.word_ids(text, spans).tolist() == [2, 1, 1, 1, 2 + N_SHAPES, 5]
+    fz.save(tmp_path / "d.gz", tmp_path / "p.gz")
+    again = WordFeaturizer.load(tmp_path / "d.gz", tmp_path / "p.gz")
+    assert (again.lexicon, again.problems) == (fz.lexicon, fz.problems)
+    assert WordFeaturizer.load(tmp_path / "d.gz").problems is None
+
+
+def test_problem_lexicon_from_the_packaged_icd_list() -> None:
+    pytest.importorskip("simple_icd_10_cm")  # the train extra
+    from kiwi_fhir.extractors.wordfeats import problem_lexicon_from_package
+
+    terms = {t.lower() for t in problem_lexicon_from_package()}
+    assert len(terms) > 20_000
+    assert {"pneumonia", "essential hypertension", "chest pain", "asthma"} <= terms
+    assert "right" not in terms
 
 
 @pytest.fixture(scope="module")

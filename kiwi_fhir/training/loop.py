@@ -19,7 +19,6 @@ from tqdm import tqdm
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.pipeline import BertPipeline
-from kiwi_fhir.extractors.wordfeats import N_WORD_FEATS
 from kiwi_fhir.training import MASK_SCOPES
 from kiwi_fhir.training.augment import mention_pool, replace_mentions
 from kiwi_fhir.training.crf import crf_nll, word_grid
@@ -127,7 +126,7 @@ def fit(
     ``crf`` adds a CRF likelihood on the entity layer (``crf.py``) to its
     per-word loss; dev scores during training decode with its transitions.
     """
-    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), N_WORD_FEATS, crf=crf)
+    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), pipe.featurizer.n_feats, crf=crf)
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
     half = (TRAIN_LEN - 2) // 2
     sample_sets = [

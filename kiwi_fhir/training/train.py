@@ -29,7 +29,12 @@ from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.encoding import load_tokenizer
 from kiwi_fhir.extractors.onnx import FORMAT, OnnxExtractor
 from kiwi_fhir.extractors.pipeline import BertPipeline, PipelineConfig
-from kiwi_fhir.extractors.wordfeats import WordFeaturizer, drug_lexicon_from_package
+from kiwi_fhir.extractors.wordfeats import (
+    WordFeaturizer,
+    drug_lexicon_from_package,
+    problem_lexicon_from_package,
+    write_lexicon,
+)
 
 
 def default_encoder() -> Path:
@@ -106,7 +111,10 @@ def run_train(args: argparse.Namespace) -> int:
     # cost 0.2 point of dev F1 (docs/model.md).
     main_rules = learn_from_corpus(tok, train_docs, RULES_MIN_COUNT)["main"]
     cfg = PipelineConfig(main_rules=main_rules)
-    featurizer = WordFeaturizer([] if args.no_lexicon else _drug_lexicon())
+    featurizer = WordFeaturizer(
+        [] if args.no_lexicon else _drug_lexicon(),
+        _problem_lexicon() if args.problem_lexicon else None,
+    )
     pipe = BertPipeline(tok, cfg, featurizer)
     t0 = time.time()
     adapted = None
@@ -157,6 +165,13 @@ def run_train(args: argparse.Namespace) -> int:
             "lexicon_entries": len(featurizer.lexicon),
             "lexicon_source": f"drug-named-entity-recognition {_package_version()}",
         }
+    if featurizer.problems is not None:
+        write_lexicon(out / PROBLEM_LEXICON_FILE, featurizer.problems)
+        word_features |= {
+            "problem_lexicon": PROBLEM_LEXICON_FILE,
+            "problem_lexicon_entries": len(featurizer.problems),
+            "problem_lexicon_source": f"simple-icd-10-cm {_package_version('simple-icd-10-cm')}",
+        }
     config: dict[str, Any] = {
         "format": FORMAT,
         # The weights' hash makes the id unique: Triton checks it against the
@@ -205,6 +220,7 @@ def run_train(args: argparse.Namespace) -> int:
         "tapt_epochs": args.tapt_epochs,
         "crf": args.crf,
         "mask_drop_labels": args.mask_drop_labels,
+        "problem_lexicon": args.problem_lexicon,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
@@ -217,6 +233,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 LEXICON_FILE = "drug_lexicon.txt.gz"
+PROBLEM_LEXICON_FILE = "problem_lexicon.txt.gz"
 
 
 def _drug_lexicon() -> list[str]:
@@ -226,10 +243,17 @@ def _drug_lexicon() -> list[str]:
         raise MissingExtraError("kiwi-fhir train (drug lexicon; or --no-lexicon)", "train") from exc
 
 
-def _package_version() -> str:
+def _problem_lexicon() -> list[str]:
+    try:
+        return problem_lexicon_from_package()
+    except ImportError as exc:
+        raise MissingExtraError("kiwi-fhir train --problem-lexicon", "train") from exc
+
+
+def _package_version(name: str = "drug-named-entity-recognition") -> str:
     from importlib.metadata import version
 
-    return version("drug-named-entity-recognition")
+    return version(name)
 
 
 def _headline(m: dict[str, Any]) -> dict[str, float]:
