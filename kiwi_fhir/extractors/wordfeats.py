@@ -17,9 +17,10 @@ The lexicon ships inside the model directory (one entry per line, gzip), so
 the product needs no extra package at run time; training builds it from the
 MIT-licensed ``drug-named-entity-recognition`` dictionary (MedlinePlus,
 DrugBank and brand names), which knows drugs the 80 training notes never
-mention. A model may also carry a problem lexicon (ICD-10-CM terms, see
-``problem_lexicon_from_package``); only such a model's tagger has the 24-row
-feature table its ids need. Like the sentence rule in pipeline.py, this definition is frozen
+mention. A model trained with ``--problem-lexicon`` also carries a problem
+lexicon (ICD-10-CM terms, ``problem_lexicon_from_package``) and a 24-row
+feature table; without one, ids stay below ``N_WORD_FEATS`` as older models
+expect. Like the sentence rule in pipeline.py, this definition is frozen
 with the model: changing it silently changes what a trained tagger sees.
 """
 
