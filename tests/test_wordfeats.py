@@ -157,3 +157,13 @@ def test_unreadable_lexicon_is_a_model_error(model_dir: Path, tmp_path: Path) ->
     cfg["word_features"] = {"lexicon": "lex.gz"}
     with pytest.raises(ModelError, match="lexicon"):
         pipeline_for(tmp_path, cfg, 16)
+
+
+def test_missing_problem_lexicon_is_a_model_error(model_dir: Path, tmp_path: Path) -> None:
+    cfg = read_model_config(model_dir)
+    (tmp_path / cfg["word_features"]["lexicon"]).write_bytes(
+        (model_dir / cfg["word_features"]["lexicon"]).read_bytes()
+    )
+    cfg["word_features"]["problem_lexicon"] = "problem_lexicon.txt.gz"
+    with pytest.raises(ModelError, match=r"problem_lexicon\.txt\.gz"):
+        pipeline_for(tmp_path, cfg, 16)
