@@ -27,7 +27,7 @@ from kiwi_fhir.extractors.boundary import BoundaryRules
 from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.encoding import load_tokenizer
 from kiwi_fhir.extractors.pipeline import BertPipeline, PipelineConfig
-from kiwi_fhir.extractors.wordfeats import WordFeaturizer, read_lexicon
+from kiwi_fhir.extractors.wordfeats import WordFeaturizer
 
 # /2: the tagger takes word features (wordfeats.py) as a third input.
 FORMAT = "kiwi-fhir-bert/2"
@@ -82,9 +82,8 @@ def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertP
     wf = cfg.get("word_features") or {}
     lexicon, problems = wf.get("lexicon"), wf.get("problem_lexicon")
     try:
-        featurizer = WordFeaturizer(
-            read_lexicon(model_dir / lexicon) if lexicon else (),
-            read_lexicon(model_dir / problems) if problems else None,
+        featurizer = WordFeaturizer.load(
+            model_dir / lexicon if lexicon else None, model_dir / problems if problems else None
         )
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ModelError(f"{model_dir}: cannot read the word lexicons: {exc}") from exc

@@ -69,8 +69,8 @@ class WordFeaturizer:
 
     def __init__(self, lexicon: Iterable[str] = (), problems: Iterable[str] | None = None) -> None:
         self.lexicon = _entries(lexicon)
-        self._first = _first_words(self.lexicon)
         self.problems = None if problems is None else _entries(problems)
+        self._first = _first_words(self.lexicon)
         self._problem_first = _first_words(self.problems or frozenset())
 
     @property
@@ -79,13 +79,18 @@ class WordFeaturizer:
         return N_WORD_FEATS if self.problems is None else 2 * N_WORD_FEATS
 
     @classmethod
-    def load(cls, path: Path, problems: Path | None = None) -> WordFeaturizer:
-        return cls(read_lexicon(path), None if problems is None else read_lexicon(problems))
+    def load(cls, path: Path | None, problems: Path | None = None) -> WordFeaturizer:
+        """``None`` for a lexicon the model was trained without."""
+        return cls(
+            _read(path) if path is not None else (),
+            _read(problems) if problems is not None else None,
+        )
 
-    def save(self, path: Path, problems: Path | None = None) -> None:
-        write_lexicon(path, self.lexicon)
+    def save(self, path: Path | None, problems: Path | None = None) -> None:
+        if path is not None:
+            _write(path, self.lexicon)
         if problems is not None:
-            write_lexicon(problems, self.problems or frozenset())
+            _write(problems, self.problems or frozenset())
 
     def lexicon_hits(
         self, text: str, spans: NDArray[np.int64], *, problems: bool = False
@@ -95,42 +100,48 @@ class WordFeaturizer:
         where they touch ("co" "-" "trimoxazole" → "co-trimoxazole"). Only
         words that begin some entry are tried: this runs on every note, and
         checking all n-grams would cost 10-20% of the end-to-end time."""
-        lexicon, first = (
-            (self.problems or frozenset(), self._problem_first)
-            if problems
-            else (self.lexicon, self._first)
-        )
-        n = len(spans)
-        hit = np.zeros(n, dtype=bool)
-        if not lexicon:
-            return hit
         bounds = spans.tolist()
         low = [text[a:b].lower() for a, b in bounds]
-        i = 0
-        while i < n:
-            if low[i] not in first:
-                i += 1
-                continue
-            s, best = low[i], i - 1
-            for j in range(i, min(n, i + MAX_WORDS)):
-                if j > i:
-                    s += (" " if bounds[j][0] > bounds[j - 1][1] else "") + low[j]
-                if s in lexicon:
-                    best = j
-            if best >= i:
-                hit[i : best + 1] = True
-                i = best + 1
-            else:
-                i += 1
-        return hit
+        if problems:
+            return _hits(self.problems or frozenset(), self._problem_first, bounds, low)
+        return _hits(self.lexicon, self._first, bounds, low)
 
     def word_ids(self, text: str, spans: NDArray[np.int64]) -> NDArray[np.int64]:
         """Feature id per word; ``spans`` are the words' character ranges."""
-        shapes = np.asarray([shape(text[a:b]) for a, b in spans.tolist()], dtype=np.int64)
-        ids = shapes + N_SHAPES * self.lexicon_hits(text, spans).astype(np.int64)
+        bounds = spans.tolist()
+        words = [text[a:b] for a, b in bounds]
+        low = [w.lower() for w in words]
+        ids = np.asarray([shape(w) for w in words], dtype=np.int64)
+        ids += N_SHAPES * _hits(self.lexicon, self._first, bounds, low)
         if self.problems is not None:
-            ids += 2 * N_SHAPES * self.lexicon_hits(text, spans, problems=True).astype(np.int64)
+            ids += 2 * N_SHAPES * _hits(self.problems, self._problem_first, bounds, low)
         return ids
+
+
+def _hits(
+    lexicon: frozenset[str], first: frozenset[str], bounds: list[list[int]], low: list[str]
+) -> NDArray[np.bool_]:
+    n = len(bounds)
+    hit = np.zeros(n, dtype=bool)
+    if not lexicon:
+        return hit
+    i = 0
+    while i < n:
+        if low[i] not in first:
+            i += 1
+            continue
+        s, best = low[i], i - 1
+        for j in range(i, min(n, i + MAX_WORDS)):
+            if j > i:
+                s += (" " if bounds[j][0] > bounds[j - 1][1] else "") + low[j]
+            if s in lexicon:
+                best = j
+        if best >= i:
+            hit[i : best + 1] = True
+            i = best + 1
+        else:
+            i += 1
+    return hit
 
 
 def _entries(lexicon: Iterable[str]) -> frozenset[str]:
@@ -142,12 +153,12 @@ def _first_words(entries: frozenset[str]) -> frozenset[str]:
     return frozenset(m.group(0) for e in entries if (m := _WORD.match(e)))
 
 
-def read_lexicon(path: Path) -> list[str]:
+def _read(path: Path) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         return [line.rstrip("\n") for line in fh]
 
 
-def write_lexicon(path: Path, entries: frozenset[str]) -> None:
+def _write(path: Path, entries: frozenset[str]) -> None:
     # No name, mtime 0: the same lexicon gives the same bytes (reproducible models).
     with (
         open(path, "wb") as raw,

@@ -33,7 +33,6 @@ from kiwi_fhir.extractors.wordfeats import (
     WordFeaturizer,
     drug_lexicon_from_package,
     problem_lexicon_from_package,
-    write_lexicon,
 )
 
 
@@ -158,18 +157,21 @@ def run_train(args: argparse.Namespace) -> int:
         quantize_int8(out / "tagger.fp32.onnx", out / "tagger.int8.onnx")
     shutil.copy(encoder / "tokenizer.json", out / "tokenizer.json")
     word_features: dict[str, Any] = {"lexicon": None}
+    has_problems = featurizer.problems is not None
+    featurizer.save(
+        out / LEXICON_FILE if featurizer.lexicon else None,
+        out / PROBLEM_LEXICON_FILE if has_problems else None,
+    )
     if featurizer.lexicon:
-        featurizer.save(out / LEXICON_FILE)
         word_features = {
             "lexicon": LEXICON_FILE,
             "lexicon_entries": len(featurizer.lexicon),
             "lexicon_source": f"drug-named-entity-recognition {_package_version()}",
         }
-    if featurizer.problems is not None:
-        write_lexicon(out / PROBLEM_LEXICON_FILE, featurizer.problems)
+    if has_problems:
         word_features |= {
             "problem_lexicon": PROBLEM_LEXICON_FILE,
-            "problem_lexicon_entries": len(featurizer.problems),
+            "problem_lexicon_entries": len(featurizer.problems or ()),
             "problem_lexicon_source": f"simple-icd-10-cm {_package_version('simple-icd-10-cm')}",
         }
     config: dict[str, Any] = {
