@@ -213,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="add an ICD-10-CM problem-lexicon word feature (simple-icd-10-cm terms, "
         "shipped inside the model directory; default: none)",
     )
+    tr.add_argument(
+        "--problem-lexicon-min-share",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="with --problem-lexicon, drop terms whose matches in the training notes lie "
+        "inside gold problems less than this share of the time; 0 keeps every term "
+        "(default: 0.5)",
+    )
     tr.set_defaults(func=_cmd_train)
 
     sv = sub.add_parser(

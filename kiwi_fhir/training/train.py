@@ -83,6 +83,12 @@ def run_train(args: argparse.Namespace) -> int:
         ("--mask-until", args.mask_until, 0.0 < args.mask_until <= 1.0, "in (0, 1]"),
         ("--replace-prob", args.replace_prob, 0.0 <= args.replace_prob <= 1.0, "in [0, 1]"),
         ("--tapt-epochs", args.tapt_epochs, args.tapt_epochs >= 0, "0 or more"),
+        (
+            "--problem-lexicon-min-share",
+            args.problem_lexicon_min_share,
+            0.0 <= args.problem_lexicon_min_share <= 1.0,
+            "in [0, 1]",
+        ),
     ):
         if not ok:
             raise InputError(f"{flag} {value}: must be {want}")
@@ -114,6 +120,19 @@ def run_train(args: argparse.Namespace) -> int:
         [] if args.no_lexicon else _drug_lexicon(),
         _problem_lexicon() if args.problem_lexicon else None,
     )
+    lexicon_fit = None
+    if args.problem_lexicon and args.problem_lexicon_min_share > 0:
+        from kiwi_fhir.training.lexfilter import fit_problem_lexicon
+
+        lexicon_fit = fit_problem_lexicon(
+            featurizer, tok, train_docs, args.problem_lexicon_min_share
+        )
+        featurizer = WordFeaturizer(featurizer.lexicon, lexicon_fit.kept)
+        print(
+            f"problem lexicon: {len(lexicon_fit.dropped)} terms dropped; share of its "
+            f"{lexicon_fit.matches} training matches inside gold problems "
+            f"{lexicon_fit.precision_before:.2f} -> {lexicon_fit.precision_after:.2f}"
+        )
     pipe = BertPipeline(tok, cfg, featurizer)
     t0 = time.time()
     adapted = None
@@ -174,6 +193,11 @@ def run_train(args: argparse.Namespace) -> int:
             "problem_lexicon_entries": len(featurizer.problems or ()),
             "problem_lexicon_source": f"simple-icd-10-cm {_package_version('simple-icd-10-cm')}",
         }
+        if lexicon_fit is not None:
+            word_features |= {
+                "problem_lexicon_min_share": args.problem_lexicon_min_share,
+                "problem_lexicon_dropped": list(lexicon_fit.dropped),
+            }
     config: dict[str, Any] = {
         "format": FORMAT,
         # The weights' hash makes the id unique: Triton checks it against the
@@ -223,6 +247,7 @@ def run_train(args: argparse.Namespace) -> int:
         "crf": args.crf,
         "mask_drop_labels": args.mask_drop_labels,
         "problem_lexicon": args.problem_lexicon,
+        "problem_lexicon_min_share": args.problem_lexicon_min_share,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "train_minutes": round(train_minutes, 1),
