@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from kiwi_fhir.core import Extraction
@@ -45,16 +47,9 @@ def fit_problem_lexicon(
         text = doc.document.text
         spans = encode_note(tok, text).word_spans
         problems = [(e.start, e.end) for e in doc.entities if e.label == "problem"]
-
-        def inside(a: int, b: int, problems: list[tuple[int, int]] = problems) -> bool:
-            return any(s <= a and b <= e for s, e in problems)
-
         for i, j, term in featurizer.problem_matches(text, spans):
             hits[term] += 1
-            first, last = spans[i], spans[j]
-            good[term] += inside(int(first[0]), int(first[1])) and inside(
-                int(last[0]), int(last[1])
-            )
+            good[term] += _inside(spans[i], problems) and _inside(spans[j], problems)
     dropped = {t for t, n in hits.items() if good[t] < min_share * n}
     terms = featurizer.problems or frozenset()
     total = sum(hits.values())
@@ -68,3 +63,8 @@ def fit_problem_lexicon(
             sum(n for t, n in good.items() if t not in dropped) / kept_hits if kept_hits else 0.0
         ),
     )
+
+
+def _inside(word: NDArray[np.int64], spans: list[tuple[int, int]]) -> bool:
+    a, b = int(word[0]), int(word[1])
+    return any(s <= a and b <= e for s, e in spans)
