@@ -101,18 +101,21 @@ class WordFeaturizer:
         where they touch ("co" "-" "trimoxazole" → "co-trimoxazole"). Only
         words that begin some entry are tried: this runs on every note, and
         checking all n-grams would cost 10-20% of the end-to-end time."""
+        hit = np.zeros(len(spans), dtype=bool)
+        for i, j, _ in self.matches(text, spans, problems=problems):
+            hit[i : j + 1] = True
+        return hit
+
+    def matches(
+        self, text: str, spans: NDArray[np.int64], *, problems: bool = False
+    ) -> list[tuple[int, int, str]]:
+        """(first word, last word, entry) of each match, as ``lexicon_hits``
+        finds them; training/lexfilter.py fits the problem lexicon with it."""
         bounds = spans.tolist()
         low = [text[a:b].lower() for a, b in bounds]
         if problems:
-            return _hits(self.problems or frozenset(), self._problem_first, bounds, low)
-        return _hits(self.lexicon, self._first, bounds, low)
-
-    def problem_matches(self, text: str, spans: NDArray[np.int64]) -> list[tuple[int, int, str]]:
-        """(first word, last word, entry) of each problem-lexicon match, for
-        filtering the lexicon against annotated notes (training/lexfilter.py)."""
-        bounds = spans.tolist()
-        low = [text[a:b].lower() for a, b in bounds]
-        return list(_matches(self.problems or frozenset(), self._problem_first, bounds, low))
+            return list(_matches(self.problems or frozenset(), self._problem_first, bounds, low))
+        return list(_matches(self.lexicon, self._first, bounds, low))
 
     def word_ids(self, text: str, spans: NDArray[np.int64]) -> NDArray[np.int64]:
         """Feature id per word; ``spans`` are the words' character ranges."""

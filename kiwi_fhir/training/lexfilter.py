@@ -47,7 +47,7 @@ def fit_problem_lexicon(
         text = doc.document.text
         spans = encode_note(tok, text).word_spans
         problems = [(e.start, e.end) for e in doc.entities if e.label == "problem"]
-        for i, j, term in featurizer.problem_matches(text, spans):
+        for i, j, term in featurizer.matches(text, spans, problems=True):
             hits[term] += 1
             good[term] += _inside(spans[i], problems) and _inside(spans[j], problems)
     dropped = {t for t, n in hits.items() if good[t] < min_share * n}
