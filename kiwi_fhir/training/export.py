@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from kiwi_fhir.extractors.decode import N_FEATS
+from kiwi_fhir.extractors.refine import REFINE_FEAT_SIZES
 from kiwi_fhir.training.model import RelationHead, Tagger
 
 
@@ -38,10 +39,10 @@ def export_tagger(tagger: Tagger, path: Path) -> None:
     )
 
 
-def export_relation(head: RelationHead, hidden: int, path: Path) -> None:
+def export_relation(head: RelationHead, hidden: int, path: Path, n_feats: int = N_FEATS) -> None:
     head.eval()
     reprs = torch.zeros((3, 4 * hidden), dtype=torch.float32)
-    feats = torch.zeros((3, N_FEATS), dtype=torch.long)
+    feats = torch.zeros((3, n_feats), dtype=torch.long)
     torch.onnx.export(
         head,
         (reprs, feats),
@@ -52,6 +53,12 @@ def export_relation(head: RelationHead, hidden: int, path: Path) -> None:
         opset_version=17,
         dynamo=False,
     )
+
+
+def export_refiner(refiner: RelationHead, hidden: int, path: Path) -> None:
+    """The boundary scorer has the relation head's shape and graph
+    signature (four span states + categorical features -> one logit)."""
+    export_relation(refiner, hidden, path, len(REFINE_FEAT_SIZES))
 
 
 def fp32_nodes(model_path: Path) -> list[str]:
