@@ -185,12 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
         "Viterbi; default off)",
     )
     tr.add_argument(
-        "--refine-boundaries",
-        action="store_true",
-        help="also train a span-boundary scorer that re-chooses each predicted entity's "
-        "first and last word (refine.onnx; default off)",
-    )
-    tr.add_argument(
         "--tapt-epochs",
         type=int,
         default=0,

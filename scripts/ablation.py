@@ -69,17 +69,6 @@ def main() -> int:
             if base.main_transitions
             else []
         ),
-        *(
-            [
-                (
-                    "without the boundary scorer (refine.onnx)",
-                    "int8",
-                    dataclasses.replace(base, refine_boundaries=False),
-                )
-            ]
-            if base.refine_boundaries
-            else []
-        ),
         (
             "argmax instead of BIO-constrained Viterbi",
             "int8",

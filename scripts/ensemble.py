@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,22 +45,10 @@ class MeanRunner:
         return main, mod, np.concatenate([o[2] for o in outs], axis=-1)
 
     def relate(self, span_repr: Floats, feats: NDArray[np.int64]) -> Floats:
-        return self._mean(span_repr, feats, OrtRunner.relate)
-
-    def refine(self, span_repr: Floats, feats: NDArray[np.int64]) -> Floats:
-        return self._mean(span_repr, feats, OrtRunner.refine)
-
-    def _mean(
-        self,
-        span_repr: Floats,
-        feats: NDArray[np.int64],
-        score: Callable[[OrtRunner, Floats, NDArray[np.int64]], Floats],
-    ) -> Floats:
-        """Each model scores its own slice of the four span states."""
         n = len(self.runners)
         parts = span_repr.reshape(len(span_repr), 4, n, -1)
         scores = [
-            score(r, np.ascontiguousarray(parts[:, :, i, :].reshape(len(span_repr), -1)), feats)
+            r.relate(np.ascontiguousarray(parts[:, :, i, :].reshape(len(span_repr), -1)), feats)
             for i, r in enumerate(self.runners)
         ]
         out: Floats = sum(scores) / n  # type: ignore[assignment]
@@ -80,8 +67,7 @@ def main() -> int:
     runners = []
     for m in a.models:
         cfg = read_model_config(m)
-        refiner = m / cfg["refiner"] if cfg.get("refiner") else None
-        runners.append(OrtRunner(m / cfg["tagger"], m / cfg["relation"], 2, refiner))
+        runners.append(OrtRunner(m / cfg["tagger"], m / cfg["relation"], threads=2))
     runner = MeanRunner(runners)
     pipe = pipeline_for(a.models[0], read_model_config(a.models[0]), 16)
     docs = [g.document for g in dev]

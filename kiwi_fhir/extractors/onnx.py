@@ -78,7 +78,6 @@ def pipeline_for(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> BertP
         main_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("main")),
         mod_rules=BoundaryRules.from_json(cfg.get("boundary_rules", {}).get("mod")),
         main_transitions=_transitions(cfg, model_dir),
-        refine_boundaries=bool(cfg.get("refiner")),
     )
     wf = cfg.get("word_features") or {}
     lexicon, problems = wf.get("lexicon"), wf.get("problem_lexicon")
@@ -111,9 +110,7 @@ class OrtRunner:
     cores busy inside one matrix multiply.
     """
 
-    def __init__(
-        self, tagger: Path, relation: Path, threads: int, refiner: Path | None = None
-    ) -> None:
+    def __init__(self, tagger: Path, relation: Path, threads: int) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - core dependency
@@ -126,11 +123,6 @@ class OrtRunner:
         try:
             self.tagger = ort.InferenceSession(str(tagger), opts, providers=providers)
             self.relation = ort.InferenceSession(str(relation), opts, providers=providers)
-            self.refiner = (
-                None
-                if refiner is None
-                else ort.InferenceSession(str(refiner), opts, providers=providers)
-            )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load ONNX model from {tagger.parent}: {exc}") from exc
 
@@ -171,23 +163,9 @@ class OrtRunner:
     def relate(
         self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]
     ) -> NDArray[np.float32]:
-        return _score(self.relation, span_repr, feats)
-
-    def refine(
-        self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]
-    ) -> NDArray[np.float32]:
-        if self.refiner is None:
-            raise ModelError("this model has no boundary scorer (refine.onnx)")
-        return _score(self.refiner, span_repr, feats)
-
-
-def _score(
-    session: Any, span_repr: NDArray[np.float32], feats: NDArray[np.int64]
-) -> NDArray[np.float32]:
-    """The relation scorer and the boundary scorer share one graph signature."""
-    (out,) = session.run(None, {"span_repr": span_repr, "feats": feats})
-    result: NDArray[np.float32] = out
-    return result
+        (out,) = self.relation.run(None, {"span_repr": span_repr, "feats": feats})
+        result: NDArray[np.float32] = out
+        return result
 
 
 class OnnxExtractor(Extractor):
@@ -224,14 +202,8 @@ class OnnxExtractor(Extractor):
             self._pipe = pipeline_for(self.model_dir, cfg, self.batch_size)
             if self._pipeline_cfg is not None:
                 self._pipe.cfg = self._pipeline_cfg
-            refiner = cfg.get("refiner")
-            if refiner and not (self.model_dir / refiner).is_file():
-                raise ModelError(f"{self.model_dir}: config.json names {refiner}, which is missing")
             self._runner = OrtRunner(
-                self.model_dir / cfg[key],
-                self.model_dir / cfg["relation"],
-                self.threads,
-                self.model_dir / refiner if refiner else None,
+                self.model_dir / cfg[key], self.model_dir / cfg["relation"], self.threads
             )
             self._cfg = cfg
 

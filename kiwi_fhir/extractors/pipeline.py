@@ -30,8 +30,6 @@ from kiwi_fhir.extractors.decode import (
     viterbi,
 )
 from kiwi_fhir.extractors.encoding import EncodedNote, batch_windows, encode_note
-from kiwi_fhir.extractors.refine import REACH, candidates, positions, window_words
-from kiwi_fhir.extractors.refine import features as refine_features
 from kiwi_fhir.extractors.wordfeats import WordFeaturizer
 
 FloatArray = NDArray[np.float32]
@@ -47,11 +45,6 @@ class Runner(Protocol):
 
     def relate(self, span_repr: FloatArray, feats: NDArray[np.int64]) -> FloatArray:
         """Relation logits (pairs,)."""
-        ...
-
-    def refine(self, span_repr: FloatArray, feats: NDArray[np.int64]) -> FloatArray:
-        """Boundary-candidate scores (candidates,) of a model trained with
-        ``--refine-boundaries`` (refine.py); only called for such models."""
         ...
 
 
@@ -79,9 +72,6 @@ class PipelineConfig:
     # (decode.one_type_per_string); +0.2 point of dev NER on both models
     # measured.
     one_type_per_string: bool = True
-    # Re-choose each predicted entity's extent with the model's boundary
-    # scorer (refine.py); only models trained with --refine-boundaries.
-    refine_boundaries: bool = False
 
 
 def _softmax(x: FloatArray) -> FloatArray:
@@ -248,8 +238,6 @@ class BertPipeline:
             ent_ids = [e.id for e in kept]
         else:
             ents_w = self._spans(main_p, MAIN_TAGS, self.cfg.main_rules, words)
-            if self.cfg.refine_boundaries:
-                ents_w = refine_spans(runner, note, ents_w, lambda k: hidden[(i, k)])
             if self.cfg.one_type_per_string:
                 ents_w = one_type_per_string(ents_w, words)
             if self.cfg.main_rules.absorb:
@@ -331,59 +319,6 @@ class BertPipeline:
             for j, p in zip(keep, probs.tolist(), strict=True)
             if p >= self.cfg.relation_threshold
         ]
-
-
-def refine_spans(
-    runner: Runner,
-    note: EncodedNote,
-    spans: Sequence[WordSpan],
-    hidden_of: Callable[[int], FloatArray],
-) -> list[WordSpan]:
-    """Each span replaced by its best-scoring candidate (refine.py).
-
-    Candidates never hold a word of another span's *decoded* extent, and
-    spans are settled left to right, each avoiding the ones already
-    settled; a span's own extent is always a candidate, so a choice always
-    exists and the layer never overlaps itself."""
-    n = note.n_words
-    reprs: list[FloatArray] = []
-    feats: list[NDArray[np.int64]] = []
-    sets: list[list[tuple[int, int]] | None] = []
-    for j, s in enumerate(spans):
-        k = pair_window(note, max(0, s.first - REACH), min(n - 1, s.last + REACH))
-        if k is None:
-            k = pair_window(note, s.first, s.last)
-        if k is None:
-            sets.append(None)
-            continue
-        a, b = note.windows[k]
-        lo, hi = window_words(note.word_first, a, b)
-        blocked = [w for o, t in enumerate(spans) if o != j for w in range(t.first, t.last + 1)]
-        cs = candidates(s.first, s.last, lo, hi, blocked)
-        h = hidden_of(k)
-        pos = positions(cs, note.word_first, a, b, n)
-        reprs.append(h[pos].reshape(len(cs), -1).astype(np.float32))
-        feats.append(refine_features(s.label, cs))
-        sets.append(cs)
-    if not reprs:
-        return list(spans)
-    scores = runner.refine(np.concatenate(reprs), np.concatenate(feats)).tolist()
-    out: list[WordSpan] = []
-    taken: set[int] = set()
-    at = 0
-    for s, maybe in zip(spans, sets, strict=True):
-        if maybe is None:
-            out.append(s)
-            continue
-        cs = maybe
-        mine, at = scores[at : at + len(cs)], at + len(cs)
-        order = sorted(range(len(cs)), key=lambda c: -mine[c])
-        f, la = next(
-            cs[c] for c in order if c == 0 or not taken.intersection(range(cs[c][0], cs[c][1] + 1))
-        )
-        taken.update(range(f, la + 1))
-        out.append(WordSpan(s.label, f, la, s.confidence))
-    return out
 
 
 def pair_window(note: EncodedNote, lo_word: int, hi_word: int) -> int | None:

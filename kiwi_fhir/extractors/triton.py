@@ -54,14 +54,6 @@ def _grpcclient() -> Any:
     return grpcclient
 
 
-# The model repository (triton_repo.py) serves the tagger and the relation
-# scorer; a model trained with --refine-boundaries runs in-process only.
-_NO_REFINER = (
-    "the Triton backend does not serve a boundary scorer (refine.onnx, from "
-    "'train --refine-boundaries'); use the in-process backend for this model"
-)
-
-
 class TritonRunner:
     """A :class:`~kiwi_fhir.extractors.pipeline.Runner` whose networks live on Triton.
 
@@ -204,9 +196,6 @@ class TritonRunner:
         out: FloatArray = np.concatenate(parts).reshape(-1).astype(np.float32)
         return out
 
-    def refine(self, span_repr: FloatArray, feats: NDArray[np.int64]) -> FloatArray:
-        raise ModelError(_NO_REFINER)
-
     def close(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []
@@ -262,8 +251,6 @@ class TritonExtractor(Extractor):
             if self._runner is not None:
                 return
             cfg = read_model_config(self.model_dir)
-            if cfg.get("refiner"):
-                raise ModelError(f"{self.model_dir}: {_NO_REFINER}")
             self._pipe = pipeline_for(self.model_dir, cfg, self.batch_size)
             self._cfg = cfg
             self._runner = TritonRunner(self.url, **self._runner_args)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,8 +24,6 @@ from kiwi_fhir.extractors.pipeline import (
     pair_window,
     word_context,
 )
-from kiwi_fhir.extractors.refine import REFINE_FEAT_SIZES, candidates, positions, window_words
-from kiwi_fhir.extractors.refine import features as refine_features
 
 
 @dataclass(frozen=True)
@@ -39,19 +36,6 @@ class WindowSample:
     pair_pos: NDArray[np.int64]  # (P, 4) positions of e_first, e_last, m_first, m_last
     pair_feats: NDArray[np.int64]  # (P, N_FEATS)
     pair_labels: NDArray[np.float32]  # (P,)
-    # Boundary-refinement candidates (refine.py), empty unless asked for:
-    # positions (C, 4), features (C, 2), which gold entity's set each is in
-    # (C,), and whether it is that entity's gold span (C,).
-    cand_pos: NDArray[np.int64] = field(default_factory=lambda: _ints((0, 4)))
-    cand_feats: NDArray[np.int64] = field(
-        default_factory=lambda: _ints((0, len(REFINE_FEAT_SIZES)))
-    )
-    cand_group: NDArray[np.int64] = field(default_factory=lambda: _ints((0,)))
-    cand_gold: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
-
-
-def _ints(shape: tuple[int, ...]) -> NDArray[np.int64]:
-    return np.zeros(shape, dtype=np.int64)
 
 
 def _word_spans(note: EncodedNote, mentions: Sequence[Mention]) -> list[tuple[WordSpan, str]]:
@@ -67,12 +51,7 @@ TRAIN_LEN = 256
 
 
 def note_samples(
-    pipe: BertPipeline,
-    gold: Extraction,
-    *,
-    shift: int = 0,
-    max_len: int = TRAIN_LEN,
-    refine: bool = False,
+    pipe: BertPipeline, gold: Extraction, *, shift: int = 0, max_len: int = TRAIN_LEN
 ) -> list[WindowSample]:
     """Non-overlapping windows (cheaper than inference's overlapping ones);
     alternate ``shift`` values move the cut points between epochs. Training
@@ -108,69 +87,21 @@ def note_samples(
         pos = [int(note.word_first[w]) - a + 1 for w in words]
         label = float((ents[ei][1], mods[mi][1]) in linked)
         per_window.setdefault(k, []).append((pos, f, label))
-    out: list[WindowSample] = []
+    out = []
     for k, (a, b) in enumerate(note.windows):
         inside = np.nonzero((note.word_first >= a) & (note.word_first < b))[0]
         prs = per_window.get(k, [])
         ids, feats = window_inputs(note, k, pipe.cls_id, pipe.sep_id)
-        sample = WindowSample(
-            ids=ids,
-            feats=feats,
-            word_pos=note.word_first[inside] - a + 1,
-            main_tags=main[inside],
-            mod_tags=mod[inside],
-            pair_pos=np.asarray([p for p, _, _ in prs], dtype=np.int64).reshape(-1, 4),
-            pair_feats=np.asarray([f for _, f, _ in prs], dtype=np.int64).reshape(-1, N_FEATS),
-            pair_labels=np.asarray([lab for _, _, lab in prs], dtype=np.float32),
-        )
         out.append(
-            _with_refine_sets(sample, note, ents, k, shift, gold.document.id) if refine else sample
+            WindowSample(
+                ids=ids,
+                feats=feats,
+                word_pos=note.word_first[inside] - a + 1,
+                main_tags=main[inside],
+                mod_tags=mod[inside],
+                pair_pos=np.asarray([p for p, _, _ in prs], dtype=np.int64).reshape(-1, 4),
+                pair_feats=np.asarray([f for _, f, _ in prs], dtype=np.int64).reshape(-1, N_FEATS),
+                pair_labels=np.asarray([lab for _, _, lab in prs], dtype=np.float32),
+            )
         )
     return out
-
-
-def _with_refine_sets(
-    sample: WindowSample,
-    note: EncodedNote,
-    ents: list[tuple[WordSpan, str]],
-    k: int,
-    shift: int,
-    doc_id: str,
-) -> WindowSample:
-    """Candidate sets around the window's gold entities. Half the sets are
-    centred on the gold span, half on a copy with an end moved by one or
-    two words (as the tagger's errors are), so the gold span is not always
-    the centre; seeded by note, window and shift, so training stays
-    deterministic."""
-    a, b = note.windows[k]
-    lo, hi = window_words(note.word_first, a, b)
-    rng = np.random.default_rng([zlib.crc32(doc_id.encode()), k, shift])
-    spans = [e for e, _ in ents if lo <= e.first and e.last <= hi]
-    pos: list[NDArray[np.int64]] = []
-    feats: list[NDArray[np.int64]] = []
-    group: list[NDArray[np.int64]] = []
-    is_gold: list[NDArray[np.bool_]] = []
-    for e in spans:
-        blocked = [w for o in spans if o is not e for w in range(o.first, o.last + 1)]
-        f, la = e.first, e.last
-        if rng.random() < 0.5:
-            f = min(max(lo, f + int(rng.choice([-2, -1, 0, 1, 2]))), hi)
-            la = min(max(f, la + int(rng.choice([-2, -1, 0, 1, 2]))), hi)
-            if any(w in set(blocked) for w in range(f, la + 1)):
-                f, la = e.first, e.last
-        cs = candidates(f, la, lo, hi, blocked)
-        if (e.first, e.last) not in cs:
-            continue
-        pos.append(positions(cs, note.word_first, a, b, note.n_words))
-        feats.append(refine_features(e.label, cs))
-        group.append(np.full(len(cs), len(group), dtype=np.int64))
-        is_gold.append(np.asarray([c == (e.first, e.last) for c in cs], dtype=np.bool_))
-    if not pos:
-        return sample
-    return replace(
-        sample,
-        cand_pos=np.concatenate(pos),
-        cand_feats=np.concatenate(feats),
-        cand_group=np.concatenate(group),
-        cand_gold=np.concatenate(is_gold),
-    )

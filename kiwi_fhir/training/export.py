@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from kiwi_fhir.extractors.decode import N_FEATS
-from kiwi_fhir.extractors.refine import REFINE_FEAT_SIZES
 from kiwi_fhir.training.model import RelationHead, Tagger
 
 
@@ -39,10 +38,10 @@ def export_tagger(tagger: Tagger, path: Path) -> None:
     )
 
 
-def export_relation(head: RelationHead, hidden: int, path: Path, n_feats: int = N_FEATS) -> None:
+def export_relation(head: RelationHead, hidden: int, path: Path) -> None:
     head.eval()
     reprs = torch.zeros((3, 4 * hidden), dtype=torch.float32)
-    feats = torch.zeros((3, n_feats), dtype=torch.long)
+    feats = torch.zeros((3, N_FEATS), dtype=torch.long)
     torch.onnx.export(
         head,
         (reprs, feats),
@@ -53,12 +52,6 @@ def export_relation(head: RelationHead, hidden: int, path: Path, n_feats: int = 
         opset_version=17,
         dynamo=False,
     )
-
-
-def export_refiner(refiner: RelationHead, hidden: int, path: Path) -> None:
-    """The boundary scorer has the relation head's shape and graph
-    signature (four span states + categorical features -> one logit)."""
-    export_relation(refiner, hidden, path, len(REFINE_FEAT_SIZES))
 
 
 def fp32_nodes(model_path: Path) -> list[str]:

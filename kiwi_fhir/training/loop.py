@@ -39,8 +39,6 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
     in_ent = torch.zeros((len(batch), width), dtype=torch.bool)
     rows, pos, wend, main, mod = [], [], [], [], []
     prow, ppos, pfeat, plab = [], [], [], []
-    crow, cpos, cfeat, cgroup, cgold = [], [], [], [], []
-    groups = 0
     for r, s in enumerate(batch):
         ids[r, : len(s.ids)] = torch.from_numpy(s.ids)
         mask[r, : len(s.ids)] = 1
@@ -59,12 +57,6 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         ppos.append(s.pair_pos)
         pfeat.append(s.pair_feats)
         plab.append(s.pair_labels)
-        crow.append(np.full(len(s.cand_group), r))
-        cpos.append(s.cand_pos)
-        cfeat.append(s.cand_feats)
-        cgroup.append(s.cand_group + groups)
-        cgold.append(s.cand_gold)
-        groups += int(s.cand_group.max()) + 1 if len(s.cand_group) else 0
 
     def cat(xs: list[NDArray[Any]], dtype: torch.dtype) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(xs)).to(dtype)
@@ -84,23 +76,7 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         "ppos": cat(ppos, torch.long),
         "pfeat": cat(pfeat, torch.long),
         "plab": cat(plab, torch.float32),
-        "crow": cat(crow, torch.long),
-        "cpos": cat(cpos, torch.long),
-        "cfeat": cat(cfeat, torch.long),
-        "cgroup": cat(cgroup, torch.long),
-        "cgold": cat(cgold, torch.bool),
     }
-
-
-def set_softmax_nll(scores: torch.Tensor, group: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-    """Mean over candidate sets of -log softmax(score of the set's gold
-    span); ``group`` numbers the sets 0..G-1, one gold candidate each."""
-    n = int(group.max()) + 1
-    top = torch.full((n,), -torch.inf).scatter_reduce(0, group, scores, "amax")
-    top = top.detach()
-    sums = torch.zeros(n).index_add(0, group, torch.exp(scores - top[group]))
-    lse = torch.log(sums) + top
-    return (lse[group[gold]] - scores[gold]).mean()
 
 
 def fit(
@@ -124,7 +100,6 @@ def fit(
     replace_prob: float = 0.0,
     crf: bool = False,
     mask_drop_labels: bool = False,
-    refine: bool = False,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -150,17 +125,12 @@ def fit(
     less learning rate than the one above it (embeddings lowest).
     ``crf`` adds a CRF likelihood on the entity layer (``crf.py``) to its
     per-word loss; dev scores during training decode with its transitions.
-    ``refine`` trains the boundary scorer (``extractors/refine.py``) on
-    candidate sets around the gold entities, jointly with the rest.
     """
-    tagger = Tagger(
-        encoder, len(MAIN_TAGS), len(MOD_TAGS), pipe.featurizer.n_feats, crf=crf, refine=refine
-    )
+    tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), pipe.featurizer.n_feats, crf=crf)
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
     half = (TRAIN_LEN - 2) // 2
     sample_sets = [
-        [s for d in train_docs for s in note_samples(pipe, d, shift=sh, refine=refine)]
-        for sh in (0, half)
+        [s for d in train_docs for s in note_samples(pipe, d, shift=sh)] for sh in (0, half)
     ]
     pool = mention_pool(train_docs) if replace_prob > 0 else {}
     aug_rng = np.random.default_rng([seed, 1])
@@ -201,7 +171,7 @@ def fit(
         if replace_prob > 0:  # same cut points as sample_sets, fresh swaps
             shift = (0, half)[(epoch - 1) % 2]
             docs = [replace_mentions(d, pool, replace_prob, aug_rng) for d in train_docs]
-            samples = [s for d in docs for s in note_samples(pipe, d, shift=shift, refine=refine)]
+            samples = [s for d in docs for s in note_samples(pipe, d, shift=shift)]
         order = rng.permutation(len(samples))
         losses = []
         for b0 in range(0, len(order), batch_size):
@@ -224,10 +194,6 @@ def fit(
             if len(batch["plab"]):
                 reps = hidden[batch["prow"][:, None], batch["ppos"]].reshape(len(batch["plab"]), -1)
                 loss = loss + bce(head(reps, batch["pfeat"]), batch["plab"])
-            if tagger.refiner is not None and len(batch["cgroup"]):
-                reps = hidden[batch["crow"][:, None], batch["cpos"]].reshape(len(batch["crow"]), -1)
-                scores = tagger.refiner(reps, batch["cfeat"])
-                loss = loss + set_softmax_nll(scores, batch["cgroup"], batch["cgold"])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_([*tagger.parameters(), *head.parameters()], 1.0)

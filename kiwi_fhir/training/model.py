@@ -10,8 +10,6 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from kiwi_fhir.extractors.refine import REFINE_FEAT_SIZES
-
 
 class Tagger(nn.Module):
     """Encoder + one linear head per BIO layer; also returns hidden states
@@ -23,14 +21,7 @@ class Tagger(nn.Module):
     drug lexicon are worth."""
 
     def __init__(
-        self,
-        encoder_dir: Path,
-        n_main: int,
-        n_mod: int,
-        n_feats: int,
-        *,
-        crf: bool = False,
-        refine: bool = False,
+        self, encoder_dir: Path, n_main: int, n_mod: int, n_feats: int, *, crf: bool = False
     ) -> None:
         super().__init__()
         from transformers import AutoModel
@@ -45,10 +36,6 @@ class Tagger(nn.Module):
         # CRF transitions of the entity layer (crf.py); not part of the
         # exported graph: they travel in config.json.
         self.main_trans = nn.Parameter(torch.zeros(n_main, n_main)) if crf else None
-        # Boundary scorer (extractors/refine.py): kept here so the weight
-        # average and the optimizer treat it like the tag heads; exported
-        # as its own graph (refine.onnx), not part of the tagger's.
-        self.refiner = RelationHead(hidden, REFINE_FEAT_SIZES) if refine else None
 
     @property
     def hidden_size(self) -> int:
@@ -92,21 +79,6 @@ class TorchRunner:
 
     def __init__(self, tagger: Tagger, head: RelationHead) -> None:
         self.tagger, self.head = tagger, head
-
-    @property
-    def refines(self) -> bool:
-        return self.tagger.refiner is not None
-
-    @torch.no_grad()
-    def refine(
-        self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]
-    ) -> NDArray[np.float32]:
-        assert self.tagger.refiner is not None
-        self.tagger.refiner.eval()
-        out: NDArray[np.float32] = self.tagger.refiner(
-            torch.from_numpy(span_repr), torch.from_numpy(feats)
-        ).numpy()
-        return out
 
     @torch.no_grad()
     def tag(

@@ -115,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
     # Boundary rules for the entity layer only: on the modifier layer they
     # cost 0.2 point of dev F1 (docs/model.md).
     main_rules = learn_from_corpus(tok, train_docs, RULES_MIN_COUNT)["main"]
-    cfg = PipelineConfig(main_rules=main_rules, refine_boundaries=args.refine_boundaries)
+    cfg = PipelineConfig(main_rules=main_rules)
     featurizer = WordFeaturizer(
         [] if args.no_lexicon else _drug_lexicon(),
         _problem_lexicon() if args.problem_lexicon else None,
@@ -159,27 +159,19 @@ def run_train(args: argparse.Namespace) -> int:
             replace_prob=args.replace_prob,
             crf=args.crf,
             mask_drop_labels=args.mask_drop_labels,
-            refine=args.refine_boundaries,
         )
     finally:  # the adapted encoder's weights are only an input to fit()
         if adapted is not None:
             adapted.cleanup()
     train_minutes = (time.time() - t0) / 60
 
-    from kiwi_fhir.training.export import (
-        export_refiner,
-        export_relation,
-        export_tagger,
-        quantize_int8,
-    )
+    from kiwi_fhir.training.export import export_relation, export_tagger, quantize_int8
     from kiwi_fhir.training.loop import transitions
 
     cfg = dataclasses.replace(cfg, main_transitions=transitions(tagger))
 
     export_tagger(tagger, out / "tagger.fp32.onnx")
     export_relation(head, tagger.hidden_size, out / "relation.onnx")
-    if tagger.refiner is not None:
-        export_refiner(tagger.refiner, tagger.hidden_size, out / REFINER_FILE)
     if not args.no_quantize:
         quantize_int8(out / "tagger.fp32.onnx", out / "tagger.int8.onnx")
     shutil.copy(encoder / "tokenizer.json", out / "tokenizer.json")
@@ -215,7 +207,6 @@ def run_train(args: argparse.Namespace) -> int:
         "tagger": None if args.no_quantize else "tagger.int8.onnx",
         "tagger_fp32": "tagger.fp32.onnx",
         "relation": "relation.onnx",
-        "refiner": REFINER_FILE if args.refine_boundaries else None,
         "tokenizer": "tokenizer.json",
         "main_tags": list(MAIN_TAGS),
         "mod_tags": list(MOD_TAGS),
@@ -255,7 +246,6 @@ def run_train(args: argparse.Namespace) -> int:
         "tapt_epochs": args.tapt_epochs,
         "crf": args.crf,
         "mask_drop_labels": args.mask_drop_labels,
-        "refine_boundaries": args.refine_boundaries,
         "problem_lexicon": args.problem_lexicon,
         "problem_lexicon_min_share": args.problem_lexicon_min_share,
         "seed": args.seed,
@@ -270,7 +260,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 LEXICON_FILE = "drug_lexicon.txt.gz"
-REFINER_FILE = "refine.onnx"
 PROBLEM_LEXICON_FILE = "problem_lexicon.txt.gz"
 
 
