@@ -193,6 +193,41 @@ def build_parser() -> argparse.ArgumentParser:
         "(task-adaptive pretraining; default 0: none)",
     )
     tr.add_argument(
+        "--pretrain-data",
+        action="append",
+        metavar="DIR",
+        help="unlabeled .txt notes for domain-adaptive masked-LM pretraining (whole-word "
+        "masking) before fine-tuning; the training split's text is added; repeatable "
+        "(default: no pretraining stage)",
+    )
+    tr.add_argument(
+        "--pretrain-steps",
+        type=int,
+        metavar="N",
+        help="optimiser steps of the pretraining stage (batch 16 x 256 pieces; "
+        "default: --pretrain-epochs)",
+    )
+    tr.add_argument(
+        "--pretrain-epochs",
+        type=float,
+        default=2.0,
+        metavar="E",
+        help="pretraining length in passes over the text when --pretrain-steps is not "
+        "given (default 2)",
+    )
+    tr.add_argument(
+        "--pretrain-dir",
+        metavar="DIR",
+        help="where the adapted encoder and its resumable checkpoint live "
+        "(default: MODEL_DIR/pretrained-encoder); an unfinished run there is resumed, "
+        "a finished one with the same settings is reused",
+    )
+    tr.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="stop after the pretraining stage (its encoder is then a --encoder for later runs)",
+    )
+    tr.add_argument(
         "--layer-decay",
         type=float,
         default=1.0,

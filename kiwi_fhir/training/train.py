@@ -134,6 +134,14 @@ def run_train(args: argparse.Namespace) -> int:
             f"{lexicon_fit.precision_before:.2f} -> {lexicon_fit.precision_after:.2f}"
         )
     pipe = BertPipeline(tok, cfg, featurizer)
+    pretrain_minutes = 0.0
+    if args.pretrain_data:
+        t_pre = time.time()
+        encoder = _pretrain_stage(args, encoder, tok, train_docs, out)
+        pretrain_minutes = (time.time() - t_pre) / 60
+        if args.pretrain_only:
+            print(f"adapted encoder written to {encoder}")
+            return 0
     t0 = time.time()
     adapted = None
     if args.tapt_epochs:
@@ -250,6 +258,8 @@ def run_train(args: argparse.Namespace) -> int:
         "problem_lexicon_min_share": args.problem_lexicon_min_share,
         "seed": args.seed,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
+        "pretrain_data": [Path(d).name for d in args.pretrain_data or []],
+        "pretrain_minutes": round(pretrain_minutes, 1),
         "train_minutes": round(train_minutes, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dev_metrics": metrics,
@@ -257,6 +267,26 @@ def run_train(args: argparse.Namespace) -> int:
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     print(f"model written to {out}")
     return 0
+
+
+def _pretrain_stage(
+    args: argparse.Namespace, encoder: Path, tok: Any, train_docs: list[Any], out: Path
+) -> Path:
+    """Masked-LM on the unlabeled notes plus the training split (never the dev notes)."""
+    from kiwi_fhir.training.pretrain import PretrainConfig, chunk_notes, pretrain, read_texts
+
+    texts = read_texts([Path(d) for d in args.pretrain_data])
+    texts += [d.document.text for d in train_docs]
+    steps = args.pretrain_steps
+    if steps is None:
+        if args.pretrain_epochs <= 0:
+            raise InputError(f"--pretrain-epochs {args.pretrain_epochs}: must be above 0")
+        per_epoch = -(-len(chunk_notes(tok, texts, PretrainConfig(1).width)) // 16)
+        steps = max(1, round(per_epoch * args.pretrain_epochs))
+    if steps < 1:
+        raise InputError(f"--pretrain-steps {steps}: must be 1 or more")
+    where = Path(args.pretrain_dir) if args.pretrain_dir else out / "pretrained-encoder"
+    return pretrain(encoder, tok, texts, where, PretrainConfig(steps=steps, seed=args.seed))
 
 
 LEXICON_FILE = "drug_lexicon.txt.gz"
