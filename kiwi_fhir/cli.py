@@ -62,6 +62,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         db=args.db,
         model_dir=args.model,
         ready_file=args.ready_file,
+        demo=args.demo,
     )
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -262,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser(
         "serve",
         help="run the gRPC / MLLP / HTTP (metrics, FHIR notify, demo) service",
-        description="Settings: defaults < --config FILE < KIWI_FHIR_* environment < flags.",
+        description="Settings: defaults < --config FILE < KIWI_FHIR_* environment < flags. "
+        "Listening on a non-loopback --host needs auth_token (KIWI_FHIR_AUTH_TOKEN).",
     )
     sv.add_argument("--config", metavar="FILE", help="YAML or JSON settings file")
     sv.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -276,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("--db", metavar="URL", help="sqlite:///FILE (default) or postgresql://...")
     sv.add_argument("--model", metavar="DIR", help="model directory (default: the packaged one)")
+    sv.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="serve the web demo (/demo, POST /api/extract; default off: it echoes note text)",
+    )
     sv.add_argument(
         "--ready-file", metavar="FILE", help="write the bound ports as JSON here once listening"
     )

@@ -12,7 +12,8 @@ cause stays on the chain but callers only catch our types::
     │   │   │   └── UnsupportedContentTypeError  attachment we cannot read
     │   │   └── HL7Error            bad HL7 v2 message (segment and field)
     │   ├── ConfigError             invalid settings, mapping or model files
-    │   └── InvalidFieldError       a service request field is missing or bad
+    │   ├── InvalidFieldError       a service request field is missing or bad
+    │   └── IdentityConflictError   a sender's identity for an item reused with other content
     ├── ModelError                  no model installed, or it failed to load
     │   └── MissingExtraError       an optional dependency group is absent
     ├── BackendError                an inference backend failed at run time
@@ -173,6 +174,18 @@ class InvalidFieldError(InputError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
+        self.reason = reason
+
+
+class IdentityConflictError(InputError):
+    """The sender reused an identity (MSH-10 control id, resource id + versionId)
+    for different content: neither a duplicate nor, by that identity's rules, a
+    new version. ``where`` names the identifying field; its value is not quoted.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: identity reused with different content ({reason})")
+        self.where = where
         self.reason = reason
 
 

@@ -27,7 +27,7 @@ CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("demo"))
+    srv = start_server(tmp_path_factory.mktemp("demo"), env={"KIWI_FHIR_DEMO": "true"})
     yield srv
     assert srv.stop() == 0
 

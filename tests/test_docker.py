@@ -55,21 +55,26 @@ def test_compose_services_have_healthchecks_and_volumes(compose: dict[str, Any])
     assert kiwi["build"]["dockerfile"] == "docker/Dockerfile.cpu"
 
 
-def _interpolate(value: str) -> str:
-    """Compose's ${VAR:-default} with nothing set: the default."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+def _interpolate(value: str, given: dict[str, str] | None = None) -> str:
+    """Compose's ${VAR:-default} with nothing set: the default; ${VAR:?msg}: ``given``."""
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: (given or {})[m.group(1)], value)
 
 
 def test_service_environment_is_valid_settings(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {k: _interpolate(str(v)) for k, v in compose["services"]["kiwi"]["environment"].items()}
+    raw = compose["services"]["kiwi"]["environment"]
+    assert "${KIWI_FHIR_AUTH_TOKEN:?" in raw["KIWI_FHIR_AUTH_TOKEN"]  # compose refuses without
+    given = {"KIWI_FHIR_AUTH_TOKEN": "t0ken"}
+    env = {k: _interpolate(str(v), given) for k, v in raw.items()}
     fields = {f"KIWI_FHIR_{n.upper()}" for n in ServiceSettings.model_fields}
     assert {k for k in env if k.startswith("KIWI_FHIR_")} <= fields
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     s = load_settings(None)
     assert (s.backend, s.triton_url, s.host) == ("triton", "triton:8001", "0.0.0.0")
+    assert s.demo is False and s.auth_token is not None
     assert s.db.startswith("postgresql+psycopg://kiwi:")
     ports = {int(p.split(":")[1]) for p in compose["services"]["kiwi"]["ports"]}
     assert ports == {s.grpc_port, s.mllp_port, s.http_port}

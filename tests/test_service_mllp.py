@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,9 +24,10 @@ from test_service_helpers import (
     start_server,
 )  # fmt: skip
 
-from kiwi_fhir.service.mllp import FrameReader, Oversized
+from kiwi_fhir.service.mllp import EB, SB, FrameReader, Oversized
 
 MAX_FRAME = 4096
+KEY = "mllp:anonymous|hl7:KIWITEST|WARD7|"  # dedup keys are scoped to the caller
 SECRET_NOTE = "WOMBATQUINCE-4410"  # sent in good, bad and oversized messages; never logged
 
 
@@ -80,8 +82,8 @@ def test_mllp_send_gets_aa_ae_ar(server: Server, tmp_path: Path) -> None:
     assert acks[2]["err"][3].startswith("200^")
     assert acks[0]["msh"][2:6] == ["KIWI", "HOSP", "KIWITEST", "WARD7"]  # sender/receiver swapped
     stored = {j["dedup_key"] for j in jobs(server.db)}
-    assert "hl7:KIWITEST|WARD7|SVCMIX1" in stored
-    assert not {"hl7:KIWITEST|WARD7|SVCMIX2", "hl7:KIWITEST|WARD7|SVCMIX3"} & stored
+    assert KEY + "SVCMIX1" in stored
+    assert not {KEY + "SVCMIX2", KEY + "SVCMIX3"} & stored
 
 
 def test_split_reads_batched_frames_garbage_and_resend(server: Server) -> None:
@@ -100,7 +102,7 @@ def test_split_reads_batched_frames_garbage_and_resend(server: Server) -> None:
         ("AA", "SPLIT1"),
     ]
     keys = [j["dedup_key"] for j in jobs(server.db)]
-    assert keys.count("hl7:KIWITEST|WARD7|SPLIT1") == 1  # the resend was not stored twice
+    assert keys.count(KEY + "SPLIT1") == 1  # the resend was not stored twice
 
 
 def test_oversized_frame_is_rejected_and_connection_survives(server: Server) -> None:
@@ -143,3 +145,33 @@ def test_many_concurrent_connections(server: Server) -> None:
     with ThreadPoolExecutor(24) as pool:
         results = list(pool.map(one, range(24)))
     assert results == [[f"AAC{i}-{k}" for k in range(3)] for i in range(24)]
+
+
+def test_frame_reader_start_block_inside_a_frame_abandons_it() -> None:
+    """Regression: an unterminated frame was glued onto the next one (one ACK for two)."""
+    r = FrameReader(max_frame=4096)
+    first, second = b"MSH|^~\\&|A|B|C|D|1||ORU^R01|NOEB1|P|2.5\r", b"MSH|second|NOEB2\r"
+    got = r.feed(SB + first) + r.feed(frame(second))
+    assert got == [second] and r.truncated == 1
+    assert r.feed(SB + first + SB + second + EB) == [second] and r.truncated == 2
+
+
+def test_truncated_frame_and_two_message_frame_on_one_connection(server: Server) -> None:
+    with _connect(server) as s:
+        s.sendall(SB + oru("NOEB1"))  # no end block: the sender gave up on it
+        s.sendall(frame(oru("NOEB2")))
+        acks = [ack_fields(a) for a in read_acks(s, 1)]
+        assert [(a["code"], a["control_id"]) for a in acks] == [("AA", "NOEB2")]
+        s.sendall(frame(oru("NOEB2")))  # the sender's resend is a duplicate, not a new job
+        s.sendall(frame(oru("TWO1") + oru("TWO2")))
+        acks = [ack_fields(a) for a in read_acks(s, 2)]
+        assert [(a["code"], a["control_id"]) for a in acks] == [("AA", "NOEB2"), ("AR", "TWO1")]
+        assert "one message per MLLP frame" in acks[1]["err"][8]
+    keys = [j["dedup_key"] for j in jobs(server.db)]
+    assert keys.count(KEY + "NOEB2") == 1
+    assert not {KEY + "NOEB1", KEY + "TWO1", KEY + "TWO2"} & set(keys)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.ports['http']}/metrics",
+                                     timeout=10).read().decode()  # fmt: skip
+    count = next(float(line.split()[1]) for line in metrics.splitlines()
+                 if line.startswith("kiwi_fhir_mllp_truncated_frames_total"))  # fmt: skip
+    assert count >= 1

@@ -60,7 +60,7 @@ def test_kill_mid_batch_then_restart_completes_each_acked_message_once(
         for r in rows:
             by_key.setdefault(str(r["dedup_key"]), []).append(r)
         for cid in acked:
-            (row,) = by_key[f"hl7:KIWITEST|WARD7|{cid}"]  # stored once
+            (row,) = by_key[f"mllp:anonymous|hl7:KIWITEST|WARD7|{cid}"]  # stored once
             assert row["status"] == "done" and row["completions"] == 1, (cid, row)
         assert all(r["completions"] == 1 for r in rows)
         assert "re-queued" in again.logs()

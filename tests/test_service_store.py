@@ -12,6 +12,7 @@ from test_service_helpers import HL7_DIR, db_url_for
 from kiwi_fhir.errors import (
     ConfigError,
     HL7Error,
+    IdentityConflictError,
     InvalidFieldError,
     JobNotFoundError,
     OverloadedError,
@@ -31,20 +32,37 @@ def st(request: pytest.FixtureRequest, tmp_path: Path) -> store.IntakeStore:
     s.close()
 
 
-def _new(payload: bytes, key: str | None = None) -> store.NewJob:
-    return store.NewJob("grpc", "text", payload, hashlib.sha256(payload).hexdigest(), key)
+def _new(payload: bytes, key: str | None = None, *, versioned: bool = True) -> store.NewJob:
+    return store.NewJob("grpc", "text", payload, hashlib.sha256(payload).hexdigest(), key,
+                        owner="grpc:anonymous", versioned=versioned,
+                        identity_field="MSH-10")  # fmt: skip
 
 
-def test_submit_dedups_by_key_and_hash(st: store.IntakeStore) -> None:
+def test_submit_dedups_by_hash_and_refuses_a_reused_versioned_key(st: store.IntakeStore) -> None:
     a, created = st.submit(_new(b"note one", "hl7:A|B|1"))
     assert created and a.status == store.RECEIVED
-    same_key, created2 = st.submit(_new(b"note one, resent with changes", "hl7:A|B|1"))
-    assert not created2 and same_key.id == a.id
+    with pytest.raises(IdentityConflictError) as conflict:  # regression: was the old job
+        st.submit(_new(b"note one, resent with changes", "hl7:A|B|1"))
+    assert conflict.value.where == "MSH-10" and outcome(conflict.value).ack == "AE"
+    assert outcome(conflict.value).grpc_code == grpc.StatusCode.ALREADY_EXISTS
     same_hash, created3 = st.submit(_new(b"note one"))
     assert not created3 and same_hash.id == a.id
-    other, created4 = st.submit(_new(b"note two", "hl7:A|B|2"))
-    assert created4 and other.id != a.id
+    same_both, created4 = st.submit(_new(b"note one", "hl7:A|B|1"))
+    assert not created4 and same_both.id == a.id
+    other, created5 = st.submit(_new(b"note two", "hl7:A|B|2"))
+    assert created5 and other.id != a.id
     assert st.counts() == {"received": 2, "processing": 0, "done": 0, "failed": 0}
+
+
+def test_an_unversioned_identity_with_new_content_supersedes(st: store.IntakeStore) -> None:
+    old, _ = st.submit(_new(b"v1 text", "fhir:DocumentReference/d1|", versioned=False))
+    new, created = st.submit(_new(b"v2 text", "fhir:DocumentReference/d1|", versioned=False))
+    assert created and new.id != old.id and new.supersedes == old.id
+    assert st.get(old.id).superseded_by == new.id and st.get(old.id).dedup_key is None
+    again, created2 = st.submit(_new(b"v2 text", "fhir:DocumentReference/d1|", versioned=False))
+    assert not created2 and again.id == new.id
+    third, _ = st.submit(_new(b"v3 text", "fhir:DocumentReference/d1|", versioned=False))
+    assert st.get(new.id).superseded_by == third.id and third.supersedes == new.id
 
 
 def test_finish_completes_exactly_once_and_pending_lists_unfinished(st: store.IntakeStore) -> None:
@@ -73,7 +91,11 @@ def test_unreachable_database_is_a_store_error(tmp_path: Path) -> None:
 def test_intake_keys_and_refusals() -> None:
     raw = (HL7_DIR / "svc_oru_progress.hl7").read_bytes()
     job = intake.hl7_job(raw, "mllp")
-    assert job.dedup_key == "hl7:KIWITEST|WARD7|SVC0001" and job.kind == "hl7"
+    assert job.dedup_key == "mllp:anonymous|hl7:KIWITEST|WARD7|SVC0001" and job.kind == "hl7"
+    # Another caller's identical message is another job: dedup never crosses callers.
+    theirs = intake.hl7_job(raw, "demo")
+    assert theirs.sha256 != job.sha256 and theirs.dedup_key != job.dedup_key
+    assert intake.hl7_job(raw, "mllp", "cert:ab").sha256 != job.sha256
     with pytest.raises(HL7Error) as wrong:
         intake.hl7_job((HL7_DIR / "svc_adt_a01.hl7").read_bytes(), "mllp")
     assert outcome(wrong.value).ack == "AR"
@@ -88,7 +110,11 @@ def test_intake_keys_and_refusals() -> None:
     dr = ('{"resourceType": "DocumentReference", "id": "d1", "meta": {"versionId": "3"}, '
           '"status": "current", "content": [{"attachment": {"contentType": "text/plain", '
           '"data": "RmV2ZXIu"}}]}')  # fmt: skip
-    assert intake.docref_job(dr, "grpc").dedup_key == "fhir:DocumentReference/d1|3"
+    versioned = intake.docref_job(dr, "grpc")
+    assert versioned.dedup_key == "grpc:anonymous|fhir:DocumentReference/d1|3"
+    assert versioned.versioned and versioned.identity_field == "meta.versionId"
+    bare = intake.docref_job(dr.replace('"meta": {"versionId": "3"}, ', ""), "grpc")
+    assert bare.dedup_key == "grpc:anonymous|fhir:DocumentReference/d1|" and not bare.versioned
 
 
 def test_status_table_maps_every_service_error() -> None:
@@ -126,3 +152,33 @@ def test_migrations_match_the_orm_model(st: store.IntakeStore) -> None:
     with st.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), store.Base.metadata)
     assert diff == [], "the ORM model changed without an Alembic revision"
+
+
+def test_safe_defaults_demo_off_and_no_open_network_listener() -> None:
+    """Regression: 0.0.0.0 with no token and the demo on was the container default."""
+    s = load_settings(None)
+    assert (s.host, s.demo, s.metrics) == ("127.0.0.1", False, "open")
+    for host in ("0.0.0.0", "10.1.2.3", "::", "kiwi.example.org"):
+        with pytest.raises(ConfigError, match="not a loopback address: set auth_token"):
+            load_settings(None, host=host)
+    assert load_settings(None, host="0.0.0.0", auth_token="t").auth_token is not None
+    for host in ("localhost", "127.0.0.2", "::1"):
+        assert load_settings(None, host=host).host == host
+    with pytest.raises(ConfigError, match="metrics=token needs auth_token"):
+        load_settings(None, metrics="token")
+
+
+def test_a_resend_with_other_bytes_but_the_same_notes_is_a_duplicate(
+    st: store.IntakeStore,
+) -> None:
+    """Engines re-stamp MSH-7 on resend: same MSH-10, same notes -> the stored job."""
+    raw = (HL7_DIR / "svc_oru_progress.hl7").read_bytes()
+    first, _ = st.submit(intake.hl7_job(raw, "mllp"))
+    restamped = raw.replace(b"|20261130", b"|20261201", 1)
+    assert restamped != raw
+    again, created = st.submit(intake.hl7_job(restamped, "mllp"))
+    assert not created and again.id == first.id
+    edited = raw.replace(b"No chest pain.", b"Mild chest pain.")
+    assert edited != raw
+    with pytest.raises(IdentityConflictError):
+        st.submit(intake.hl7_job(edited, "mllp"))

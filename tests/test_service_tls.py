@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
-from test_service_helpers import start_server
+from test_service_helpers import ack_fields, frame, oru, read_acks, start_server
 
 from kiwi_fhir.service._generated import extraction_pb2 as pb
 from kiwi_fhir.service._generated import extraction_pb2_grpc as pb_grpc
@@ -95,5 +99,45 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
             with ch, pytest.raises(grpc.RpcError) as err:
                 pb_grpc.ExtractionServiceStub(ch).ExtractText(req, timeout=10)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        _check_mllp_and_http(srv.ports, tmp_path)
     finally:
         assert srv.stop() == 0
+    assert "PLAINTEXT" not in srv.logs()
+
+
+def _client_ctx(d: Path, *, cert: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(str(d / "client.pem"), str(d / "client.key"))
+    return ctx
+
+
+def _check_mllp_and_http(ports: dict[str, int], d: Path) -> None:
+    """Regression: MLLP ignored the TLS settings (plaintext AA, TLS handshake timed out)."""
+    msg = oru("TLSMLLP1", "TLS probe: fever.")
+    raw = socket.create_connection(("127.0.0.1", ports["mllp"]), timeout=30)
+    with _client_ctx(d, cert=True).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(frame(msg))
+        assert ack_fields(read_acks(tls, 1)[0])["code"] == "AA"
+    with socket.create_connection(("127.0.0.1", ports["mllp"]), timeout=30) as plain:
+        plain.sendall(frame(oru("TLSMLLP2")))  # plaintext: a failed handshake, no ACK
+        plain.settimeout(30)
+        try:
+            got = plain.recv(65536)
+        except (ConnectionError, TimeoutError):
+            got = b""
+        assert b"MSA" not in got
+    acks: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", ports["mllp"]), timeout=30) as raw:
+        try:  # without a client certificate: refused (TLS 1.3 says so on the first read)
+            with _client_ctx(d, cert=False).wrap_socket(raw, server_hostname="127.0.0.1") as t:
+                t.sendall(frame(oru("TLSMLLP3")))
+                acks = read_acks(t, 1)
+        except (ssl.SSLError, ConnectionError):
+            pass
+    assert acks == []
+    url = f"https://127.0.0.1:{ports['http']}/metrics"
+    body = urllib.request.urlopen(url, context=_client_ctx(d, cert=True), timeout=30).read()
+    assert b"kiwi_fhir_requests_total" in body
+    with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+        urllib.request.urlopen(url, context=_client_ctx(d, cert=False), timeout=30).read()

@@ -67,7 +67,8 @@ def test_full_resource_inline_text_is_an_ordinary_docref_job() -> None:
         "event-notification", ["DocumentReference/d1"], event=1, resources=[_doc()])))  # fmt: skip
     assert note.references == () and len(note.resources) == 1
     (job,) = subscriptions.jobs(note, CRITERIA)
-    assert (job.kind, job.dedup_key) == ("docref", "fhir:DocumentReference/d1|3")
+    assert job.kind == "docref"
+    assert job.dedup_key == "subscription:anonymous|fhir:DocumentReference/d1|3"
 
 
 def test_full_resource_by_url_is_fetched_later() -> None:

@@ -18,11 +18,12 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kiwi_fhir.errors import JobTimeoutError, OverloadedError
+from kiwi_fhir.errors import JobNotFoundError, JobTimeoutError, KiwiError, OverloadedError
 from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.service import store
 from kiwi_fhir.service.metrics import Metrics
 from kiwi_fhir.service.settings import ServiceSettings
+from kiwi_fhir.service.status import public_message
 from kiwi_fhir.service.worker import Batcher, consume_result
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Service:
         self.extractor = extractor
         self.batcher: Batcher | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._reclaim_task: asyncio.Task[None] | None = None
         self.subscription_worker: SubscriptionWorker | None = None
         self._listeners: list[Any] = []
         self.ports: dict[str, int] = {}
@@ -60,14 +62,16 @@ class Service:
         await asyncio.to_thread(self.extractor.load)
         self.batcher = Batcher(self.store, self.extractor, max_batch=s.batch_max_size,
                                max_wait_s=s.batch_max_wait_ms / 1000,
-                               on_batch=self.metrics.on_batch)  # fmt: skip
+                               on_batch=self.metrics.on_batch, lease_s=s.job_lease_s)  # fmt: skip
         self.batcher.start()
         pending = await asyncio.to_thread(self.store.pending)
+        requeued = 0
         for job in pending:
             if job.kind != store.FHIRREF:  # those wait for their fetch (subscription worker)
-                self._enqueue(job)
+                requeued += await self._recover(job)
         if pending:
-            log.info("re-queued %d job(s) left unfinished by the previous run", len(pending))
+            log.info("re-queued %d job(s) left unfinished by the previous run", requeued)
+        self._reclaim_task = asyncio.create_task(self._reclaim_loop(), name="kiwi-reclaim")
         self.metrics.watch_jobs(self.store.counts)
         if s.fhir_base_url is not None:
             from kiwi_fhir.service.fhir_client import FhirClient
@@ -126,6 +130,42 @@ class Service:
             worker = self.subscription_worker
             fut.add_done_callback(lambda _f: worker.wake())
 
+    async def _recover(self, job: store.Job) -> int:
+        """Queue a job found unfinished, or fail it as poison after ``max_attempts``."""
+        if job.attempts >= self.settings.max_attempts:
+            reason = (f"gave up after {job.attempts} attempts: the process stopped or the "
+                      "extractor failed during each one")  # fmt: skip
+            await asyncio.to_thread(self.store.give_up, job.id, reason)
+            self.metrics.given_up.inc()
+            log.warning("job %s failed as poison after %d attempts", job.id, job.attempts)
+            return 0
+        self._enqueue(job)
+        return 1
+
+    async def _reclaim_loop(self) -> None:
+        """Jobs whose worker or waiter was lost (a database outage mid-batch, a
+        replica that died) are claimed again once their lease is over; a
+        database that is down is retried with backoff, never given up on."""
+        s = self.settings
+        delay = s.reclaim_interval_s
+        while True:
+            await asyncio.sleep(delay)
+            assert self.batcher is not None
+            try:
+                found = await asyncio.to_thread(
+                    self.store.reclaim, older_than_s=s.job_lease_s,
+                    exclude=set(self.batcher.waiters), hold_s=s.job_lease_s)  # fmt: skip
+                for job in found:
+                    await self._recover(job)
+                if found:
+                    self.metrics.reclaimed.inc(len(found))
+                    log.info("re-claimed %d stale job(s)", len(found))
+                delay = s.reclaim_interval_s
+            except KiwiError as exc:
+                delay = min(60.0, delay * 2)
+                log.warning("stale-job check failed (%s); next try in %.0f s",
+                            public_message(exc), delay)  # fmt: skip
+
     async def submit_subscription(self, new: store.NewJob) -> dict[str, Any]:
         """Store a notification's job; references wait for the fetch, resources are queued."""
         if new.kind == store.FHIRREF:
@@ -169,14 +209,19 @@ class Service:
         except TimeoutError as exc:
             raise JobTimeoutError(sub.job.id) from exc
 
-    async def get(self, job_id: str) -> store.Job:
-        return await asyncio.to_thread(self.store.get, job_id)
+    async def get(self, job_id: str, *, owner: str | None = None) -> store.Job:
+        """A stored job; with ``owner``, only that caller's (others' look absent)."""
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if owner is not None and job.owner is not None and job.owner != owner:
+            raise JobNotFoundError(job_id)
+        return job
 
     async def stop(self) -> None:
         grace = self.settings.drain_timeout_s
-        if self._health_task is not None:
-            self._health_task.cancel()
-            await asyncio.gather(self._health_task, return_exceptions=True)
+        for task in (self._health_task, self._reclaim_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.subscription_worker is not None:  # its state is in the store: resumes on start
             await self.subscription_worker.stop()
         for listener in reversed(self._listeners):

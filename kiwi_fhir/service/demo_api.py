@@ -57,19 +57,19 @@ def detect(content: str) -> str:
     return intake.TEXT
 
 
-def new_job(content: str, kind: str) -> store.NewJob:
+def new_job(content: str, kind: str, principal: str = "") -> store.NewJob:
     if kind not in KINDS:
         raise InvalidFieldError("kind", f"expected one of {', '.join(KINDS)}")
     kind = detect(content) if kind == "auto" else kind
     if kind == intake.DOCREF:
-        return intake.docref_job(content, "demo")
+        return intake.docref_job(content, "demo", principal)
     if kind == intake.HL7:
         raw = content.replace("\r\n", "\r").replace("\n", "\r").strip("\x0b\x1c")
-        return intake.hl7_job(raw.encode("utf-8"), "demo")
-    return intake.text_job(content, "", "", "", "demo")
+        return intake.hl7_job(raw.encode("utf-8"), "demo", principal)
+    return intake.text_job(content, "", "", "", "demo", principal)
 
 
-async def extract(service: Service, body: bytes) -> dict[str, Any]:
+async def extract(service: Service, body: bytes, principal: str = "") -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         req = json.loads(body or b"{}")
@@ -78,7 +78,7 @@ async def extract(service: Service, body: bytes) -> dict[str, Any]:
     content = req.get("content") if isinstance(req, dict) else None
     if not isinstance(content, str) or not content.strip():
         raise InvalidFieldError("content", "paste or upload a note first")
-    new = new_job(content, str(req.get("kind") or "auto"))
+    new = new_job(content, str(req.get("kind") or "auto"), principal)
     service.metrics.requests.labels("http", "DemoExtract").inc()
     sub = await service.submit(new)
     job = await service.result(sub, _TIMEOUT_S)

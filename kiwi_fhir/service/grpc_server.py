@@ -11,6 +11,7 @@ on every API call; health and reflection stay open for probes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
@@ -40,20 +41,23 @@ class _Api:
         token = service.settings.auth_token
         self._token = f"Bearer {token.get_secret_value()}".encode() if token else None
 
-    def _auth(self, ctx: Any) -> None:
-        if self._token is None:
-            return
-        got = dict(ctx.invocation_metadata() or ()).get("authorization", "")
-        if not hmac.compare_digest(str(got).encode(), self._token):
-            raise AuthenticationError("missing or invalid bearer token")
+    def _auth(self, ctx: Any) -> str:
+        """Check the token; returns the caller's principal (the de-duplication scope)."""
+        if self._token is not None:
+            got = dict(ctx.invocation_metadata() or ()).get("authorization", "")
+            if not hmac.compare_digest(str(got).encode(), self._token):
+                raise AuthenticationError("missing or invalid bearer token")
+        return principal(ctx, token=self._token is not None)
 
-    async def _unary(self, method: str, ctx: Any, build: Callable[[], Any]) -> pb.ExtractResponse:
+    async def _unary(
+        self, method: str, ctx: Any, build: Callable[[str], Any]
+    ) -> pb.ExtractResponse:
         m = self.svc.metrics
         m.requests.labels("grpc", method).inc()
         t0 = time.perf_counter()
         try:
-            self._auth(ctx)
-            sub = await self.svc.submit(await asyncio.to_thread(build))
+            who = self._auth(ctx)
+            sub = await self.svc.submit(await asyncio.to_thread(build, who))
             await ctx.send_initial_metadata((("kiwi-job-id", sub.job.id),))
             remaining = ctx.time_remaining()
             timeout = None if remaining is None else max(0.0, remaining - _MARGIN_S)
@@ -73,23 +77,26 @@ class _Api:
         await ctx.abort(code, message, trailers)
 
     async def ExtractText(self, req: pb.ExtractTextRequest, ctx: Any) -> pb.ExtractResponse:
-        return await self._unary("ExtractText", ctx, lambda: intake.text_job(
-            req.text, req.patient, req.encounter, req.document_id, "grpc"))  # fmt: skip
+        return await self._unary("ExtractText", ctx, lambda who: intake.text_job(
+            req.text, req.patient, req.encounter, req.document_id, "grpc", who))  # fmt: skip
 
     async def ExtractDocumentReference(
         self, req: pb.ExtractDocumentReferenceRequest, ctx: Any
     ) -> pb.ExtractResponse:
         return await self._unary("ExtractDocumentReference", ctx,
-                                 lambda: intake.docref_job(req.resource_json, "grpc"))  # fmt: skip
+                                 lambda who: intake.docref_job(req.resource_json, "grpc",
+                                                               who))  # fmt: skip
 
     async def ExtractHL7(self, req: pb.ExtractHL7Request, ctx: Any) -> pb.ExtractResponse:
-        return await self._unary("ExtractHL7", ctx, lambda: intake.hl7_job(req.message, "grpc"))
+        return await self._unary("ExtractHL7", ctx,
+                                 lambda who: intake.hl7_job(req.message, "grpc", who))
 
     async def GetResult(self, req: pb.GetResultRequest, ctx: Any) -> pb.ExtractResponse:
         self.svc.metrics.requests.labels("grpc", "GetResult").inc()
         try:
-            self._auth(ctx)
-            return convert.response(await self.svc.get(req.job_id))
+            who = self._auth(ctx)
+            return convert.response(await self.svc.get(req.job_id,
+                                                       owner=intake.owner_of("grpc", who)))
         except Exception as exc:
             await self._abort("GetResult", ctx, exc)
             raise
@@ -100,8 +107,9 @@ class _Api:
         """Completion order; at most ``stream_max_in_flight`` items accepted but not yet
         written, so a slow reader stalls our reads of its requests (HTTP/2 flow
         control then stalls the client) instead of growing a buffer."""
+        who = ""
         try:
-            self._auth(ctx)
+            who = self._auth(ctx)
         except AuthenticationError as exc:
             await self._abort("ExtractStream", ctx, exc)
         slots = asyncio.Semaphore(self.svc.settings.stream_max_in_flight)
@@ -112,7 +120,7 @@ class _Api:
             t0 = time.perf_counter()
             self.svc.metrics.requests.labels("grpc", "ExtractStream").inc()
             try:
-                sub = await self.svc.submit(await asyncio.to_thread(_builder(req)))
+                sub = await self.svc.submit(await asyncio.to_thread(_builder(req), who))
                 job = await self.svc.result(sub, None)
                 out = convert.stream_result(req.item_id, job, duplicate=sub.duplicate)
             except Exception as exc:
@@ -145,22 +153,35 @@ class _Api:
                 t.cancel()
 
 
-def _builder(req: pb.StreamRequest) -> Callable[[], Any]:
+def _builder(req: pb.StreamRequest) -> Callable[[str], Any]:
     kind = req.WhichOneof("input")
     if kind == "text":
         t = req.text
-        return lambda: intake.text_job(t.text, t.patient, t.encounter, t.document_id, "grpc")
+        return lambda who: intake.text_job(t.text, t.patient, t.encounter, t.document_id,
+                                           "grpc", who)  # fmt: skip
     if kind == "document_reference":
-        return lambda: intake.docref_job(req.document_reference.resource_json, "grpc")
+        return lambda who: intake.docref_job(req.document_reference.resource_json, "grpc", who)
     if kind == "hl7":
-        return lambda: intake.hl7_job(req.hl7.message, "grpc")
+        return lambda who: intake.hl7_job(req.hl7.message, "grpc", who)
 
-    def missing() -> Any:
+    def missing(_who: str) -> Any:
         from kiwi_fhir.errors import InvalidFieldError
 
         raise InvalidFieldError("input", "one of text, document_reference, hl7 is required")
 
     return missing
+
+
+def principal(ctx: Any, *, token: bool) -> str:
+    """Who is calling, as far as authentication tells: a client certificate
+    (mutual TLS) by its fingerprint, else the bearer-token holder, else nobody."""
+    try:
+        pem = (ctx.auth_context() or {}).get("x509_pem_cert") or []
+    except (AttributeError, ValueError):  # an insecure channel has no auth context
+        pem = []
+    if pem:
+        return "cert:" + hashlib.sha256(pem[0]).hexdigest()[:24]
+    return "token" if token else ""
 
 
 def _handlers(api: _Api) -> Any:

@@ -21,6 +21,7 @@ import contextlib
 import hmac
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -90,7 +91,9 @@ def build_app(service: Service) -> Starlette:
                                    .encode()):  # fmt: skip
             raise e.AuthenticationError("missing or wrong bearer token")
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if s.metrics == "token":
+            bearer(request)
         data = await asyncio.to_thread(generate_latest, service.metrics.registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
@@ -125,10 +128,11 @@ def build_app(service: Service) -> Starlette:
     @_json_errors()
     async def extract(request: Request) -> Response:
         bearer(request)
-        return JSONResponse(await demo_api.extract(service, await read_body(request)))
+        who = "token" if s.auth_token is not None else ""
+        return JSONResponse(await demo_api.extract(service, await read_body(request), who))
 
     routes: list[Route | Mount] = [
-        Route("/metrics", metrics),
+        *([Route("/metrics", _json_errors()(metrics))] if s.metrics != "off" else []),
         Route("/fhir/notify", notify, methods=["POST"]),
         Route("/fhir/notify/{tail:path}", notify, methods=["POST", "PUT"]),
         Route("/jobs/{job_id}", job_status),
@@ -170,7 +174,9 @@ class HttpServer:
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(build_app(self.service), log_level="warning", access_log=False,
                                 lifespan="off", ssl_certfile=_s(s.tls_cert),
-                                ssl_keyfile=_s(s.tls_key))  # fmt: skip
+                                ssl_keyfile=_s(s.tls_key), ssl_ca_certs=_s(s.tls_client_ca),
+                                ssl_cert_reqs=ssl.CERT_REQUIRED if s.tls_client_ca
+                                else ssl.CERT_NONE)  # fmt: skip
         self._server = _Quiet(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="kiwi-http")
         while not self._server.started:

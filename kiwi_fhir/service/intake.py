@@ -63,25 +63,57 @@ def read_msh(raw: bytes) -> MshHeader | None:
                      mtype[1][:3] if len(mtype) > 1 else "")  # fmt: skip
 
 
-def _sha(*parts: bytes) -> str:
+def owner_of(source: str, principal: str = "") -> str:
+    """The de-duplication scope of a job: its channel and the authenticated caller.
+
+    ``principal`` is what authentication established (a client-certificate
+    fingerprint, ``token`` for the shared bearer token); empty means anonymous.
+    """
+    return f"{source}:{principal or 'anonymous'}"
+
+
+def _sha(owner: str, *parts: bytes) -> str:
+    """Content hash *within* one owner: the same bytes from another caller are
+    another job, so a duplicate can only ever return the caller's own result."""
     h = hashlib.sha256()
-    for p in parts:
+    for p in (owner.encode("utf-8"), *parts):
         h.update(p)
         h.update(b"\0")
     return h.hexdigest()
 
 
-def text_job(text: str, patient: str, encounter: str, document_id: str, source: str) -> NewJob:
+#: What "the same content" means under one identity: the notes we would
+#: extract and whom they are about -- not the bytes, which a resend may change
+#: (a new MSH-7 timestamp, a FHIR server's JSON formatting or inlined attachment).
+_CONTENT_META: Final = ("patient", "encounter", "lab_results")
+
+
+def content_digest(owner: str, docs: list[Document]) -> str:
+    parts: list[bytes] = []
+    for d in docs:
+        parts += [d.id.encode(), d.text.encode("utf-8")]
+        parts += [d.meta.get(k, "").encode("utf-8") for k in _CONTENT_META]
+    return _sha(owner, b"content", *parts)
+
+
+def _scoped(owner: str, key: str | None) -> str | None:
+    return None if key is None else f"{owner}|{key}"[:512]
+
+
+def text_job(text: str, patient: str, encounter: str, document_id: str, source: str,
+             principal: str = "") -> NewJob:  # fmt: skip
     if not text.strip():
         raise InvalidFieldError("text", "empty note")
     params = json.dumps({"patient": patient, "encounter": encounter, "document_id": document_id},
                         sort_keys=True)  # fmt: skip
     payload = text.encode("utf-8")
-    return NewJob(source, TEXT, payload, _sha(TEXT.encode(), payload, params.encode()),
-                  None, params)  # fmt: skip
+    owner = owner_of(source, principal)
+    digest = _sha(owner, TEXT.encode(), payload, params.encode())
+    return NewJob(source, TEXT, payload, digest, None, params, owner=owner,
+                  content_sha256=digest)  # fmt: skip
 
 
-def hl7_job(raw: bytes, source: str) -> NewJob:
+def hl7_job(raw: bytes, source: str, principal: str = "") -> NewJob:
     """Refuses what cannot become a note: bad header, wrong type, no narrative."""
     if not raw.strip():
         raise InvalidFieldError("message", "empty HL7 message")
@@ -92,10 +124,13 @@ def hl7_job(raw: bytes, source: str) -> NewJob:
     key = None
     if msh is not None and msh.control_id:
         key = f"hl7:{msh.sending_app}|{msh.sending_facility}|{msh.control_id}"
-    return NewJob(source, HL7, raw, _sha(HL7.encode(), raw), key)
+    owner = owner_of(source, principal)
+    return NewJob(source, HL7, raw, _sha(owner, HL7.encode(), raw), _scoped(owner, key),
+                  owner=owner, identity_field="MSH-10",
+                  content_sha256=content_digest(owner, docs))  # fmt: skip
 
 
-def docref_job(resource_json: str, source: str) -> NewJob:
+def docref_job(resource_json: str, source: str, principal: str = "") -> NewJob:
     if not resource_json.strip():
         raise InvalidFieldError("resource_json", "empty")
     try:
@@ -103,19 +138,27 @@ def docref_job(resource_json: str, source: str) -> NewJob:
     except json.JSONDecodeError as exc:
         raise FhirInputError("$", f"malformed JSON (line {exc.lineno}, column {exc.colno})",
                              source="resource_json") from exc  # fmt: skip
-    if not parse_document_reference(obj):
+    docs = parse_document_reference(obj)
+    if not docs:
         raise FhirInputError("$", "no note text found", source="resource_json")
     payload = resource_json.encode("utf-8")
-    return NewJob(source, DOCREF, payload, _sha(DOCREF.encode(), payload), _docref_key(obj))
+    owner = owner_of(source, principal)
+    key, versioned = _docref_key(obj)
+    return NewJob(source, DOCREF, payload, _sha(owner, DOCREF.encode(), payload),
+                  _scoped(owner, key), owner=owner, versioned=versioned,
+                  identity_field="meta.versionId" if versioned else "id",
+                  content_sha256=content_digest(owner, docs))  # fmt: skip
 
 
-def _docref_key(obj: Any) -> str | None:
-    """``ResourceType/id|version`` -- the FHIR identity of a stored resource version."""
+def _docref_key(obj: Any) -> tuple[str | None, bool]:
+    """``ResourceType/id|version`` -- the FHIR identity of a stored resource version --
+    and whether it names a version (without ``meta.versionId`` an edit is a new one)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
-        return None
+        return None, True
     meta = obj.get("meta")
     version = meta.get("versionId", "") if isinstance(meta, dict) else ""
-    return f"fhir:{obj.get('resourceType')}/{obj['id']}|{version}"
+    version = version if isinstance(version, str) else ""
+    return f"fhir:{obj.get('resourceType')}/{obj['id']}|{version}", bool(version)
 
 
 def documents(job: Job) -> list[Document]:

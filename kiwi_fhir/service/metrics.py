@@ -49,6 +49,13 @@ class Metrics:
                                  registry=r)  # fmt: skip
         self.batch_size = Histogram("kiwi_fhir_batch_size", "Jobs per extractor batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)  # fmt: skip
+        self.mllp_truncated = Counter("kiwi_fhir_mllp_truncated_frames",
+                                      "MLLP frames abandoned by a new start block",
+                                      registry=r)  # fmt: skip
+        self.given_up = Counter("kiwi_fhir_jobs_given_up",
+                                "Jobs failed as poison after max_attempts", registry=r)
+        self.reclaimed = Counter("kiwi_fhir_jobs_reclaimed",
+                                 "Stale jobs claimed again after their lease", registry=r)
         self.queue_depth = Gauge("kiwi_fhir_queue_depth", "Jobs waiting for a batch", registry=r)
         self._server: Any = None
 

@@ -5,22 +5,28 @@ stored (processing continues afterwards); ``AE``/``AR`` per the one status
 table. Each connection is served in order (MLLP is stop-and-wait); many
 connections run concurrently. Bytes outside frames are dropped; a frame
 over the limit is discarded up to its end marker and answered ``AR`` while
-the connection stays up; a connection idle past the timeout is closed.
+the connection stays up; a start block inside a frame abandons the
+unfinished one (logged, counted in ``kiwi_fhir_mllp_truncated_frames``); a
+frame with two MSH segments is refused ``AR``; a connection idle past the
+timeout is closed. With TLS configured, MLLP speaks TLS (mutual TLS with a
+client CA) unless ``mllp_plaintext`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
 from typing import TYPE_CHECKING, Final
 
-from kiwi_fhir.errors import PayloadTooLargeError
+from kiwi_fhir.errors import HL7Error, PayloadTooLargeError
 from kiwi_fhir.service import intake
 from kiwi_fhir.service.status import error_field, outcome, public_message
+from kiwi_fhir.service.tls import peer_principal, server_tls_context
 
 if TYPE_CHECKING:
     from kiwi_fhir.service.app import Service
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 SB: Final = b"\x0b"
 EB: Final = b"\x1c\x0d"
 _ids = count(1)
+_MSH_START = re.compile(rb"(?:^|[\r\n])MSH")
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,13 @@ class Oversized:
 
 
 class FrameReader:
-    """Incremental MLLP de-framer: feed TCP reads, get whole frames back."""
+    """Incremental MLLP de-framer: feed TCP reads, get whole frames back.
+
+    A start block inside a frame means the sender gave up on that frame (a
+    crash, a timeout) and started over: the unfinished bytes are discarded
+    and counted in ``truncated``, never glued onto the next message, which
+    would acknowledge one message for two.
+    """
 
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame
@@ -48,6 +61,7 @@ class FrameReader:
         self._in_frame = False
         self._skipping: Oversized | None = None
         self.garbage = 0  # bytes dropped outside frames
+        self.truncated = 0  # frames abandoned by a new start block
 
     def feed(self, data: bytes) -> list[bytes | Oversized]:
         self._buf += data
@@ -63,6 +77,12 @@ class FrameReader:
                 del self._buf[: start + 1]
                 self._in_frame = True
             end = self._buf.find(EB)
+            restart = self._buf.find(SB, 0, end if end >= 0 else len(self._buf))
+            if restart >= 0:  # the frame so far was abandoned: start again there
+                self.truncated += 1
+                self._skipping = None
+                del self._buf[: restart + 1]
+                continue
             if self._skipping is not None:
                 if end < 0:
                     keep = 1 if self._buf.endswith(b"\x1c") else 0
@@ -83,6 +103,15 @@ class FrameReader:
                 out.append(bytes(self._buf[:end]))
             del self._buf[: end + 2]
             self._in_frame = False
+
+
+def one_message(frame: bytes) -> bytes:
+    """MLLP carries one message per frame: a second MSH is refused (AR), never
+    half-acknowledged (an ACK names one control id)."""
+    if len(_MSH_START.findall(frame)) > 1:
+        raise HL7Error("frame holds more than one message; send one message per MLLP frame",
+                       segment="MSH", field="")  # fmt: skip
+    return frame
 
 
 def build_ack(raw: bytes, code: str, exc: BaseException | None = None) -> bytes:
@@ -124,8 +153,13 @@ class MllpServer:
         self._busy: set[asyncio.Task[None]] = set()  # between a frame and its ACK
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, self.settings.host,
-                                                 self.settings.mllp_port)  # fmt: skip
+        s = self.settings
+        tls = server_tls_context(s) if not s.mllp_plaintext else None
+        if s.mllp_plaintext and s.tls_cert is not None:
+            log.warning("MLLP listens in PLAINTEXT although TLS is configured "
+                        "(mllp_plaintext=true): messages cross the network unencrypted")
+        self.server = await asyncio.start_server(self._serve, s.host, s.mllp_port, ssl=tls,
+                                                 ssl_handshake_timeout=30 if tls else None)
         self.port = int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self, grace: float) -> None:
@@ -144,6 +178,7 @@ class MllpServer:
         if task is not None:
             self._conns.add(task)
         frames = FrameReader(self.settings.mllp_max_frame_bytes)
+        who = peer_principal(writer)
         try:
             while True:
                 try:
@@ -153,11 +188,16 @@ class MllpServer:
                     break
                 if not data:
                     break
+                before = frames.truncated
                 ready = frames.feed(data)
+                if frames.truncated > before:
+                    self.svc.metrics.mllp_truncated.inc(frames.truncated - before)
+                    log.warning("MLLP: %d unfinished frame(s) discarded (a new start block "
+                                "arrived before the end block)", frames.truncated - before)
                 if task is not None and ready:
                     self._busy.add(task)
                 for frame in ready:
-                    writer.write(await self._answer(frame))
+                    writer.write(await self._answer(frame, who))
                     await writer.drain()
                 if task is not None:
                     self._busy.discard(task)
@@ -170,7 +210,7 @@ class MllpServer:
             writer.close()
             await asyncio.gather(writer.wait_closed(), return_exceptions=True)
 
-    async def _answer(self, frame: bytes | Oversized) -> bytes:
+    async def _answer(self, frame: bytes | Oversized, who: str = "") -> bytes:
         m = self.svc.metrics
         m.requests.labels("mllp", "message").inc()
         t0 = time.perf_counter()
@@ -178,7 +218,7 @@ class MllpServer:
         try:
             if isinstance(frame, Oversized):
                 raise PayloadTooLargeError(frame.size, self.settings.mllp_max_frame_bytes)
-            new = await asyncio.to_thread(intake.hl7_job, frame, "mllp")
+            new = await asyncio.to_thread(intake.hl7_job, one_message(frame), "mllp", who)
             await self.svc.submit(new)  # durable before we say AA
             return build_ack(raw, "AA")
         except Exception as exc:

@@ -8,6 +8,7 @@ line instead of at the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from contextvars import ContextVar
 from pathlib import Path
@@ -67,6 +68,15 @@ class ServiceSettings(BaseSettings):
     batch_max_size: int = Field(16, ge=1)
     batch_max_wait_ms: float = Field(10.0, ge=0)
     queue_max: int = Field(1024, ge=1)
+    #: A claimed job's lease: past it, a job still ``processing`` is re-claimed
+    #: (its worker died or lost the database); also how long a ``received`` job
+    #: may wait unqueued before it is picked up again.
+    job_lease_s: float = Field(120.0, gt=0)
+    #: How often stale jobs are looked for (and a lost database retried).
+    reclaim_interval_s: float = Field(5.0, gt=0)
+    #: Claims per job before it is ``failed`` as poison (a document that kills
+    #: the process would otherwise be re-run first on every restart).
+    max_attempts: int = Field(3, ge=1)
     stream_max_in_flight: int = Field(32, ge=1)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     #: Responses carry the Bundle and every span, so they outgrow their request:
@@ -79,12 +89,19 @@ class ServiceSettings(BaseSettings):
     tls_key: Path | None = None
     #: With a CA, clients must present a certificate signed by it (mutual TLS).
     tls_client_ca: Path | None = None
+    #: With TLS configured, MLLP speaks TLS too (same certificates and client
+    #: check); true keeps MLLP in plaintext anyway (logged at start-up).
+    mllp_plaintext: bool = False
     auth_token: SecretStr | None = None
     #: Written as JSON ``{"grpc": port, "mllp": port, "http": port}`` once listening.
     ready_file: Path | None = None
     log_level: str = "INFO"
-    #: The web demo page (``/demo``) on the HTTP port.
-    demo: bool = True
+    #: The web demo page (``/demo``) and ``POST /api/extract`` on the HTTP port: off
+    #: unless enabled, since the demo echoes decoded note text to the browser.
+    demo: bool = False
+    #: ``/metrics``: ``open`` (Prometheus scrapes without credentials; counters
+    #: only, never payload data), ``token`` (needs ``auth_token``) or ``off``.
+    metrics: Literal["open", "token", "off"] = "open"
     # FHIR Subscriptions (docs/subscriptions.md). The notification endpoint is
     # ``/fhir/notify`` on the HTTP port; it answers 503 until a header value is set.
     fhir_base_url: str | None = None
@@ -131,6 +148,12 @@ class ServiceSettings(BaseSettings):
             ("http://", "https://")
         ):
             raise ValueError("fhir_base_url must be an http(s) URL")
+        if self.auth_token is None and not _loopback(self.host):
+            raise ValueError(
+                f"host {self.host[:64]!r} is not a loopback address: set auth_token "
+                "(KIWI_FHIR_AUTH_TOKEN) before listening on the network")
+        if self.metrics == "token" and self.auth_token is None:
+            raise ValueError("metrics=token needs auth_token")
         smart = (self.fhir_token_url, self.fhir_client_id)
         if any(smart) and not all(smart):
             raise ValueError("fhir_token_url and fhir_client_id go together")
@@ -148,6 +171,15 @@ class ServiceSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ TABLE: Final[dict[type[BaseException], Outcome]] = {
     e.HL7Error: Outcome(grpc.StatusCode.INVALID_ARGUMENT, "AE", "102", 400),
     e.DocumentError: Outcome(grpc.StatusCode.INVALID_ARGUMENT, "AE", "102", 400),
     e.InvalidFieldError: Outcome(grpc.StatusCode.INVALID_ARGUMENT, "AE", "101", 400),
+    e.IdentityConflictError: Outcome(grpc.StatusCode.ALREADY_EXISTS, "AE", "205", 409),
     e.InputError: Outcome(grpc.StatusCode.INVALID_ARGUMENT, "AE", "207", 400),
     e.PayloadTooLargeError: Outcome(grpc.StatusCode.RESOURCE_EXHAUSTED, "AR", "207", 413),
     e.OverloadedError: Outcome(grpc.StatusCode.RESOURCE_EXHAUSTED, "AR", "207", 429),
@@ -71,4 +72,6 @@ def error_field(exc: BaseException) -> str:
         return exc.path or "$"
     if isinstance(exc, e.InvalidFieldError):
         return exc.field
+    if isinstance(exc, e.IdentityConflictError):
+        return exc.where
     return ""

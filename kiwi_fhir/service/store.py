@@ -4,11 +4,22 @@ The only module that sees SQLAlchemy rows; callers get frozen ``Job``s.
 Methods are blocking (callers on the event loop use ``asyncio.to_thread``)
 and every database failure leaves as ``StoreError`` from ``_guard``.
 
-Idempotence lives in two unique columns: ``dedup_key`` (the sender's
-identity for the item: HL7 sender + MSH-10, or DocumentReference id +
-version) and ``sha256`` (the exact payload). An insert that collides on
-either returns the existing job. ``completions`` counts transitions to
-``done`` so tests can prove exactly-once completion across crashes.
+Idempotence lives in two unique columns, both scoped to the job's
+``owner`` (channel + authenticated caller, folded into the values by
+:mod:`.intake`): ``sha256`` (the exact payload) and ``dedup_key`` (the
+sender's identity for the item: HL7 sender + MSH-10, or DocumentReference
+id + version). The policy (docs/service.md):
+
+- same owner, same content -> a duplicate: the stored job is returned;
+- same owner, same identity, other content -> for a *versioned* identity
+  (MSH-10, ``meta.versionId``) ``IdentityConflictError``; for an
+  unversioned one (a DocumentReference without ``versionId``) a new job that
+  supersedes the old (``superseded_by`` / ``supersedes``);
+- another owner -> never a duplicate, whatever it sent: one caller's result
+  is never handed to another.
+
+``completions`` counts transitions to ``done`` so tests can prove
+exactly-once completion across crashes.
 
 Subscription jobs carry a second state, ``writeback`` (pending -> done |
 failed; NULL for other sources): results go back to the FHIR server after
@@ -20,10 +31,10 @@ retries, so a restart resumes the backoff where it was.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,7 +55,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from kiwi_fhir.errors import JobNotFoundError, StoreError
+from kiwi_fhir.errors import IdentityConflictError, JobNotFoundError, StoreError
 
 RECEIVED: Final = "received"
 PENDING: Final = "pending"  # writeback states: pending -> done | failed | skipped
@@ -85,6 +96,11 @@ class JobRow(Base):
     writeback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     writeback_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    superseded_by: Mapped[str | None] = mapped_column(String(36))
+    supersedes: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,15 @@ class NewJob:
     sha256: str
     dedup_key: str | None = None
     params: str = "{}"  # JSON: references that travel with a text payload
+    owner: str = ""  # channel:principal; already folded into sha256 and dedup_key
+    #: True when the identity names one immutable version (MSH-10, versionId):
+    #: other content under it is a conflict; False lets it supersede.
+    versioned: bool = True
+    #: Which field carries the identity, for the conflict error (never its value).
+    identity_field: str = ""
+    #: Hash of what would be extracted (notes, patient): equal under one
+    #: identity means a resend, even when the bytes differ.
+    content_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,13 +145,25 @@ class Job:
     writeback_attempts: int = 0
     writeback_error: str | None = None
     next_attempt_at: datetime | None = None
+    owner: str | None = None
+    superseded_by: str | None = None
+    supersedes: str | None = None
+    content_sha256: str | None = None
 
 
 def _job(row: JobRow) -> Job:
     return Job(row.id, row.source, row.kind, row.payload, row.sha256, row.dedup_key, row.params,
                row.received_at, row.status, row.error, row.result, row.model_id, row.backend,
                row.attempts, row.completions, row.writeback, row.writeback_attempts or 0,
-               row.writeback_error, row.next_attempt_at)  # fmt: skip
+               row.writeback_error, row.next_attempt_at, row.owner, row.superseded_by,
+               row.supersedes, row.content_sha256)  # fmt: skip
+
+
+def _resolved(s: Session, job_id: str) -> Job:
+    row = s.get(JobRow, job_id)
+    assert row is not None
+    s.refresh(row)
+    return _job(row)
 
 
 def _now() -> datetime:
@@ -172,32 +209,57 @@ class IntakeStore:
         """Store ``new`` (status ``received``) or return the job it duplicates.
 
         Returns ``(job, created)``; ``created`` is False for a duplicate.
+        Raises ``IdentityConflictError`` for a versioned identity reused with
+        other content (see the module docstring for the whole policy).
         """
-        if (found := self._existing(new)) is not None:
-            return found, False
+        same, twin = self._existing(new)
+        if same is not None:
+            return same, False
+        if twin is not None and twin.content_sha256 is not None and (
+                twin.content_sha256 == new.content_sha256):  # fmt: skip
+            return twin, False  # a resend with other bytes (MSH-7, JSON formatting)
+        if twin is not None and new.versioned:
+            raise IdentityConflictError(new.identity_field or "identity",
+                                        "a different item was already accepted under it")
         now = _now()
         row = JobRow(id=str(uuid.uuid4()), source=new.source, kind=new.kind,
                      dedup_key=new.dedup_key, sha256=new.sha256, payload=new.payload,
                      params=new.params, received_at=now, updated_at=now, status=RECEIVED,
-                     attempts=0, completions=0, writeback_attempts=0,
+                     attempts=0, completions=0, writeback_attempts=0, owner=new.owner or None,
+                     content_sha256=new.content_sha256,
+                     supersedes=twin.id if twin is not None else None,
                      writeback=PENDING if new.source == SUBSCRIPTION else None)  # fmt: skip
         try:
             with self._guard() as s:
+                if twin is not None:  # the new version takes the identity over
+                    s.execute(update(JobRow).where(JobRow.id == twin.id)
+                              .values(dedup_key=None, superseded_by=row.id,
+                                      updated_at=now))  # fmt: skip
+                    s.flush()
                 s.add(row)
         except StoreError as exc:
             lost_race = isinstance(exc.__cause__, IntegrityError)  # a twin was inserted first
-            if lost_race and (found := self._existing(new)) is not None:
-                return found, False
+            if lost_race:
+                same, twin = self._existing(new)
+                if same is not None:
+                    return same, False
+                if twin is not None:
+                    raise IdentityConflictError(new.identity_field or "identity",
+                                                "accepted concurrently") from exc  # fmt: skip
             raise
         return _job(row), True
 
-    def _existing(self, new: NewJob) -> Job | None:
+    def _existing(self, new: NewJob) -> tuple[Job | None, Job | None]:
+        """(the job with this exact content, the job holding this identity)."""
         cond = JobRow.sha256 == new.sha256
         if new.dedup_key is not None:
             cond = or_(cond, JobRow.dedup_key == new.dedup_key)
         with self._guard() as s:
-            row = s.scalars(select(JobRow).where(cond).limit(1)).first()
-            return _job(row) if row is not None else None
+            rows = [_job(r) for r in s.scalars(select(JobRow).where(cond).limit(2))]
+        same = next((j for j in rows if j.sha256 == new.sha256), None)
+        twin = next((j for j in rows if new.dedup_key is not None
+                     and j.dedup_key == new.dedup_key), None)  # fmt: skip
+        return same, twin
 
     def get(self, job_id: str) -> Job:
         with self._guard() as s:
@@ -213,10 +275,52 @@ class IntakeStore:
                              .order_by(JobRow.received_at))  # fmt: skip
             return [_job(r) for r in rows]
 
-    def mark_processing(self, ids: Sequence[str]) -> None:
+    def mark_processing(self, ids: Sequence[str], lease_s: float = 300.0) -> None:
+        """Claim ``ids`` for one attempt; the lease says until when the claim holds."""
+        now = _now()
         with self._guard() as s:
             s.execute(update(JobRow).where(JobRow.id.in_(ids), JobRow.status != DONE)
                       .values(status=PROCESSING, attempts=JobRow.attempts + 1,
+                              lease_until=now + timedelta(seconds=lease_s),
+                              updated_at=now))  # fmt: skip
+
+    def reclaim(self, *, older_than_s: float, exclude: Collection[str], limit: int = 64,
+                hold_s: float = 60.0) -> list[Job]:  # fmt: skip
+        """Jobs nobody is working on: ``processing`` with an expired lease, or
+        ``received`` for longer than ``older_than_s`` (their waiter was lost to a
+        database outage). Rows are locked ``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL and their lease pushed ``hold_s`` ahead in the same
+        transaction, so two replicas never re-claim the same job."""
+        now = _now()
+        cutoff = now - timedelta(seconds=older_than_s)
+        stale = or_(
+            (JobRow.status == PROCESSING) & or_(JobRow.lease_until.is_(None),
+                                                JobRow.lease_until < now),
+            (JobRow.status == RECEIVED) & (JobRow.received_at < cutoff)
+            & or_(JobRow.lease_until.is_(None), JobRow.lease_until < now),
+        )  # fmt: skip
+        with self._guard() as s:
+            q = (select(JobRow).where(stale, JobRow.kind != FHIRREF)
+                 .order_by(JobRow.received_at).limit(limit + len(exclude)))  # fmt: skip
+            if self.engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            rows = [r for r in s.scalars(q) if r.id not in exclude][:limit]
+            for r in rows:
+                r.lease_until = now + timedelta(seconds=hold_s)
+            return [_job(r) for r in rows]
+
+    def release(self, ids: Sequence[str]) -> None:
+        """Undo a claim that was not the jobs' fault (the backend was down)."""
+        with self._guard() as s:
+            s.execute(update(JobRow).where(JobRow.id.in_(ids), JobRow.status == PROCESSING)
+                      .values(status=RECEIVED, attempts=JobRow.attempts - 1, lease_until=None,
+                              updated_at=_now()))  # fmt: skip
+
+    def give_up(self, job_id: str, reason: str) -> None:
+        """A poison job: ``failed`` with the reason, never claimed again."""
+        with self._guard() as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status != DONE)
+                      .values(status=FAILED, error=reason, lease_until=None,
                               updated_at=_now()))  # fmt: skip
 
     def finish(self, outcomes: Sequence[tuple[str, str, str | None, str, str]]) -> list[Job]:
@@ -247,14 +351,20 @@ class IntakeStore:
                 .order_by(JobRow.received_at).limit(limit))  # fmt: skip
             return [_job(r) for r in rows]
 
-    def resolve(self, job_id: str, kind: str, payload: bytes, dedup_key: str | None) -> Job | None:
+    def resolve(
+        self, job_id: str, kind: str, payload: bytes, dedup_key: str | None, *,
+        versioned: bool = True, content_sha256: str | None = None,
+    ) -> Job | None:  # fmt: skip
         """The fetched resource replaces the reference; the job is then an ordinary one.
 
-        None when another job already holds that resource version: this one is
-        then closed as a duplicate (``done``, nothing to write back).
+        None when another job already holds that resource version with the same
+        content: this one is then closed as a duplicate (``done``, nothing to
+        write back). Other content under an unversioned identity supersedes the
+        holder; under a versioned one the job fails with the conflict named.
         """
         values: dict[str, Any] = {"kind": kind, "payload": payload, "error": None,
-                                  "next_attempt_at": None, "updated_at": _now()}  # fmt: skip
+                                  "next_attempt_at": None, "updated_at": _now(),
+                                  "content_sha256": content_sha256}  # fmt: skip
         try:
             with self._guard() as s:
                 s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.kind == FHIRREF)
@@ -263,6 +373,21 @@ class IntakeStore:
             if not isinstance(exc.__cause__, IntegrityError):
                 raise
             with self._guard() as s:
+                holder = s.scalars(select(JobRow).where(JobRow.dedup_key == dedup_key)).first()
+                other = holder is not None and holder.payload != payload and (
+                    holder.content_sha256 is None or holder.content_sha256 != content_sha256)
+                if holder is not None and other and not versioned:
+                    holder.dedup_key, holder.superseded_by = None, job_id
+                    s.flush()
+                    s.execute(update(JobRow).where(JobRow.id == job_id)
+                              .values(dedup_key=dedup_key, supersedes=holder.id, **values))
+                    return _resolved(s, job_id)
+                if holder is not None and other:
+                    values["error"] = str(IdentityConflictError(
+                        "meta.versionId", "the server sent other content for a known version"))
+                    s.execute(update(JobRow).where(JobRow.id == job_id)
+                              .values(status=FAILED, writeback=SKIPPED, **values))  # fmt: skip
+                    return None
                 s.execute(update(JobRow).where(JobRow.id == job_id)
                           .values(status=DONE, writeback=DONE, completions=JobRow.completions + 1,
                                   **values))  # fmt: skip

@@ -105,7 +105,9 @@ class SubscriptionWorker:
                                     writeback=False)  # fmt: skip
             return
         resolved = await asyncio.to_thread(self.store.resolve, job.id, intake.DOCREF,
-                                           new.payload, new.dedup_key)  # fmt: skip
+                                           new.payload, new.dedup_key,
+                                           versioned=new.versioned,
+                                           content_sha256=new.content_sha256)  # fmt: skip
         if resolved is None:
             log.info("job %s: that document version is already processed", job.id)
         else:

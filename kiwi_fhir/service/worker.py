@@ -17,6 +17,8 @@ batch; only then are waiters woken, so an answer always matches the store.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
 import time
@@ -40,6 +42,10 @@ _BACKEND_DOWN = (BackendError, ModelError)
 _MAX_BACKOFF_S = 30.0
 
 
+def _suspect(job: store.Job) -> bool:
+    return job.status == store.PROCESSING and job.attempts > 0
+
+
 def consume_result(fut: asyncio.Future[store.Job]) -> None:
     """Done-callback for futures nobody may await (MLLP, replays): no asyncio warning."""
     if not fut.cancelled():
@@ -55,6 +61,7 @@ class Batcher:
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[int, int], None] = lambda size, depth: None,
+        lease_s: float = 300.0,
     ) -> None:
         self.store = st
         self.extractor = extractor
@@ -69,6 +76,10 @@ class Batcher:
         self._posts: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._backoff = 0
+        self.lease_s = lease_s
+        #: Jobs an earlier attempt did not finish (the process died in it): each
+        #: runs in a batch of its own, so a poison document takes down only itself.
+        self._alone: collections.deque[store.Job] = collections.deque()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="kiwi-batcher")
@@ -104,25 +115,32 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
+            first = self._alone.popleft() if self._alone else await self.queue.get()
+            batch = [first]
             deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch:
+            while len(batch) < self.max_batch and not _suspect(first):
                 if not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
-                    continue
-                left = deadline - loop.time()
-                if left <= 0:
+                    job = self.queue.get_nowait()
+                elif (left := deadline - loop.time()) <= 0:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except TimeoutError:
-                    break
-            self._on_batch(len(batch), self.queue.qsize())
+                else:
+                    try:
+                        job = await asyncio.wait_for(self.queue.get(), left)
+                    except TimeoutError:
+                        break
+                if _suspect(job):
+                    self._alone.append(job)
+                else:
+                    batch.append(job)
+            self._on_batch(len(batch), self.queue.qsize() + len(self._alone))
+            ids = [j.id for j in batch]
             try:
-                await asyncio.to_thread(self.store.mark_processing, [j.id for j in batch])
+                await asyncio.to_thread(self.store.mark_processing, ids, self.lease_s)
                 inferred = await loop.run_in_executor(self._infer_pool, self._infer, batch)
             except _BACKEND_DOWN as exc:  # not the jobs' fault: callers hear UNAVAILABLE
                 self._fail(batch, exc)
+                with contextlib.suppress(KiwiError):  # the claim does not count as an attempt
+                    await asyncio.to_thread(self.store.release, ids)
                 self._retry_later(batch)
                 continue
             except Exception as exc:  # the loop must outlive any one batch

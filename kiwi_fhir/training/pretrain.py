@@ -133,8 +133,8 @@ def pretrain(
     digest = _corpus_digest(chunks)
     done = out / DONE
     if done.is_file():
-        meta = json.loads(done.read_text(encoding="utf-8"))
-        if meta.get("config") == asdict(cfg) and meta.get("corpus") == digest:
+        prior = json.loads(done.read_text(encoding="utf-8"))
+        if prior.get("config") == asdict(cfg) and prior.get("corpus") == digest:
             print(f"pretrain: {out} already holds this stage's encoder; reusing it",
                   file=sys.stderr)  # fmt: skip
             return out
@@ -186,7 +186,7 @@ def pretrain(
         loss = _step(model, base, lm_head, rows, (cls_id, sep_id, mask_id, pad_id), vocab,
                      torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), ce)  # fmt: skip
         opt.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -202,7 +202,8 @@ def pretrain(
     meta: dict[str, Any] = {
         "config": asdict(cfg), "corpus": digest, "notes": len(texts), "chunks": len(chunks),
         "source_encoder": encoder.name, "epochs": round(cfg.steps / per_epoch, 2),
-        "loss_first_100": float(np.mean(losses[:100])), "loss_last_100": float(np.mean(losses[-100:])),
+        "loss_first_100": float(np.mean(losses[:100])),
+        "loss_last_100": float(np.mean(losses[-100:])),
         "minutes_this_run": round((time.time() - t0) / 60, 1),
     }  # fmt: skip
     tmp = done.with_suffix(".tmp")
@@ -225,11 +226,14 @@ def _step(
         words[r, 1 : len(row.ids) + 1] = torch.tensor(row.words)
     real = words >= 0
     inputs, labels = whole_word_mask(ids, words, real, mask_id, vocab, gen)
-    hidden = base(input_ids=inputs, attention_mask=(ids != pad_id).long()).last_hidden_state
+    hidden: torch.Tensor = base(
+        input_ids=inputs, attention_mask=(ids != pad_id).long()
+    ).last_hidden_state
     picked = labels != IGNORE
     if not picked.any():  # a batch of tiny chunks can draw no target
         return hidden.sum() * 0.0
-    return ce(lm_head(hidden[picked]), labels[picked])  # type: ignore[no-any-return]
+    loss: torch.Tensor = ce(lm_head(hidden[picked]), labels[picked])
+    return loss
 
 
 def _save_checkpoint(
