@@ -40,6 +40,26 @@ never quote clinical text: error strings end up in logs and ACKs.
 
 from __future__ import annotations
 
+from typing import Final
+
+_SHOWN_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/+-"
+)
+
+
+def shown(value: object, limit: int = 12) -> str:
+    """A sender-controlled value as it may appear in a message: quoted when it
+    is one short code-like token (``'8859/1'``, ``'Patient'``), otherwise only
+    described. Messages reach logs and ACKs, so a field cannot carry note text
+    into them this way; 12 characters of one token is the most it can smuggle.
+    """
+    if value is None:
+        return "(missing)"
+    text = str(value)
+    if 0 < len(text) <= limit and set(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"(a value of {len(text)} characters, not shown)"
+
 
 class KiwiError(Exception):
     """Base of every error kiwi-fhir raises deliberately."""

@@ -72,7 +72,11 @@ def _jobs(files: list[Path], stdin: bool, given: bool) -> Iterator[Job]:
         doc = Document(id="stdin", text=sys.stdin.read(), meta={"source": "stdin"})
         yield Job(None, [doc], [None])
     for f in files:
-        docs, errs = load_documents_lenient(f)
+        try:
+            docs, errs = load_documents_lenient(f)
+        except Exception as exc:  # a parser bug must cost this file only, not the run
+            yield Job(f, [], [], (f"{f}: could not be read ({type(exc).__name__})",))
+            continue
         problems = [str(e) if str(f) in str(e) else f"{f}: {e}" for e in errs]
         ents: list[tuple[Entity, ...] | None] = []
         kept: list[Document] = []
@@ -114,7 +118,13 @@ def run_extract(args: argparse.Namespace) -> int:
             given = job.given[c : c + CHUNK] if args.given_entities else None
             results.extend(extractor.extract(job.docs[c : c + CHUNK], given))
         for ex in results:
-            text = render(ex, args.format, args.bundle_type, extractor.model_id)
+            try:
+                text = render(ex, args.format, args.bundle_type, extractor.model_id)
+            except KiwiError as exc:  # e.g. a resource failing R4B validation: the others go on
+                where = job.path if job.path is not None else "stdin"
+                bar.write(f"kiwi-fhir: {where}: {ex.document.id}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
             if out_dir is None or job.path is None:
                 sys.stdout.write(text)
                 continue

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from typing import Any, Final
 from urllib.error import URLError
 
 from kiwi_fhir.core import Document
-from kiwi_fhir.errors import FhirInputError, UnsupportedContentTypeError
+from kiwi_fhir.errors import FhirInputError, UnsupportedContentTypeError, shown
+from kiwi_fhir.inputs import jsonin
 from kiwi_fhir.inputs.textconv import split_content_type, to_plain_text
 
 #: (bytes, Content-Type header or None)
@@ -85,10 +85,12 @@ def parse_document_reference_items(
     """Documents and errors in entry order (each DocumentReference is one item)."""
     if isinstance(obj, str):
         try:
-            obj = json.loads(obj)
-        except json.JSONDecodeError as exc:
-            reason = f"malformed JSON (line {exc.lineno}, column {exc.colno})"
-            return [FhirInputError("$", reason, source=source)]
+            obj = jsonin.loads(obj, source=source)
+        except FhirInputError as exc:
+            return [exc]
+    elif jsonin.depth(obj) > jsonin.MAX_DEPTH:
+        return [FhirInputError("$", f"JSON nested deeper than {jsonin.MAX_DEPTH} levels",
+                               source=source)]  # fmt: skip
     if not isinstance(obj, Mapping):
         return [FhirInputError("$", "expected a JSON object", source=source)]
     rtype = obj.get("resourceType")
@@ -98,10 +100,10 @@ def parse_document_reference_items(
         except FhirInputError as exc:
             return [exc]
     if rtype != "Bundle":
-        reason = f"expected DocumentReference or Bundle, got {str(rtype)[:40]!r}"
+        reason = f"expected DocumentReference or Bundle, got {shown(rtype)}"
         return [FhirInputError("resourceType", reason, source=source)]
     if _s(obj.get("type")) not in _BUNDLE_TYPES:
-        reason = f"unsupported Bundle type {str(obj.get('type'))[:30]!r}"
+        reason = f"unsupported Bundle type {shown(obj.get('type'))}"
         return [FhirInputError("type", reason, source=source)]
     entries = obj.get("entry", [])
     if not isinstance(entries, list):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from kiwi_fhir.core import Document
-from kiwi_fhir.errors import HL7Error
+from kiwi_fhir.errors import HL7Error, shown
 from kiwi_fhir.inputs.hl7_text import Encoding, codec_for, ts_to_fhir, unescape
 from kiwi_fhir.inputs.hl7_values import CODE_SYSTEMS, DOC_TYPES, Segment, ed_text, lab_result
 
@@ -128,7 +128,7 @@ def _message(chunk: str | bytes) -> list[Document]:
         )
     version = msh.get(12).split(enc.component)[0]
     if not _VERSION_RE.match(version):
-        raise HL7Error(f"unsupported HL7 version {version[:10]!r}", segment="MSH", field="12")
+        raise HL7Error(f"unsupported HL7 version {shown(version)}", segment="MSH", field="12")
     _check_with_hl7apy("\r".join(lines))
     base = _header_meta(segs, enc, codec)
     base.update(message_type=f"{kind}^{event}", hl7_version=version)
@@ -279,7 +279,9 @@ def _subid(value: str) -> tuple[int, ...]:
 
 
 def _int(value: str) -> int:
-    return int(value) if value.strip().isdigit() else 0
+    """Set ID / sub-ID: ASCII digits only ('²'.isdigit() is True, int('²') fails)."""
+    v = value.strip()
+    return int(v) if v.isascii() and v.isdigit() and len(v) <= 9 else 0
 
 
 def _group_meta(g: _Group, enc: Encoding, codec: str | None) -> dict[str, str]:

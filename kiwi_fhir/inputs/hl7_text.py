@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from kiwi_fhir.errors import shown
+
 #: HL7 table 0211 (MSH-18) to Python codecs.
 _CHARSETS: Final[dict[str, str]] = {
     "ASCII": "ascii",
@@ -69,7 +71,7 @@ def codec_for(msh18: str) -> str | None:
     if not name:
         return None
     if name not in _CHARSETS:
-        raise ValueError(f"unknown character set {name[:20]!r}")
+        raise ValueError(f"unknown character set {shown(name)}")
     return _CHARSETS[name]
 
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from kiwi_fhir.errors import HL7Error
+from kiwi_fhir.errors import HL7Error, shown
 from kiwi_fhir.inputs.hl7_text import Encoding, unescape
 from kiwi_fhir.inputs.textconv import to_plain_text
 
@@ -77,7 +77,7 @@ def ed_text(obx: Segment, enc: Encoding, codec: str | None) -> str | None:
         except ValueError as exc:
             raise HL7Error("ED data is not valid hex", segment=seg, field=fld) from exc
     else:
-        raise HL7Error(f"unknown ED encoding {encoding_s[:10]!r}", segment=obx.label, field="5.4")
+        raise HL7Error(f"unknown ED encoding {shown(encoding_s)}", segment=obx.label, field="5.4")
     try:
         return to_plain_text(raw, ctype)[0]
     except (LookupError, ValueError) as exc:

@@ -19,6 +19,8 @@ import re
 from html.parser import HTMLParser
 from typing import Final
 
+from kiwi_fhir.errors import shown
+
 #: Elements whose end starts a new line of text.
 _BLOCK_TAGS: Final[frozenset[str]] = frozenset(
     {
@@ -69,7 +71,7 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str]:
         try:
             codec = codecs.lookup(charset).name
         except LookupError as exc:
-            raise ValueError(f"unknown charset {charset!r}") from exc
+            raise ValueError(f"unknown charset {shown(charset)}") from exc
         try:
             return _strip_bom(data.decode(codec)), codec
         except UnicodeDecodeError as exc:

@@ -21,7 +21,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from kiwi_fhir.errors import InvalidFieldError
+from kiwi_fhir.errors import FhirInputError, InvalidFieldError
+from kiwi_fhir.inputs import jsonin
 from kiwi_fhir.service import intake, store
 
 if TYPE_CHECKING:
@@ -72,9 +73,9 @@ def new_job(content: str, kind: str, principal: str = "") -> store.NewJob:
 async def extract(service: Service, body: bytes, principal: str = "") -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
-        req = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidFieldError("body", "expected JSON {content, kind}") from exc
+        req = jsonin.loads(body or b"{}", source="body")
+    except FhirInputError as exc:
+        raise InvalidFieldError("body", f"expected JSON {{content, kind}} ({exc.reason})") from exc
     content = req.get("content") if isinstance(req, dict) else None
     if not isinstance(content, str) or not content.strip():
         raise InvalidFieldError("content", "paste or upload a note first")

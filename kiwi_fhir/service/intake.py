@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import FhirInputError, HL7Error, InvalidFieldError
-from kiwi_fhir.inputs import parse_document_reference, parse_hl7
+from kiwi_fhir.inputs import jsonin, parse_document_reference, parse_hl7
 from kiwi_fhir.service.store import Job, NewJob
 
 TEXT: Final = "text"
@@ -133,11 +133,7 @@ def hl7_job(raw: bytes, source: str, principal: str = "") -> NewJob:
 def docref_job(resource_json: str, source: str, principal: str = "") -> NewJob:
     if not resource_json.strip():
         raise InvalidFieldError("resource_json", "empty")
-    try:
-        obj = json.loads(resource_json)
-    except json.JSONDecodeError as exc:
-        raise FhirInputError("$", f"malformed JSON (line {exc.lineno}, column {exc.colno})",
-                             source="resource_json") from exc  # fmt: skip
+    obj = jsonin.loads(resource_json, source="resource_json")
     docs = parse_document_reference(obj)
     if not docs:
         raise FhirInputError("$", "no note text found", source="resource_json")

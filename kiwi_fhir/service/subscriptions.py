@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kiwi_fhir.errors import FhirInputError
+from kiwi_fhir.inputs import jsonin
 from kiwi_fhir.service import intake
 from kiwi_fhir.service.store import FHIRREF, SUBSCRIPTION, NewJob
 
@@ -65,10 +66,7 @@ def parse(method: str, tail: str, body: bytes) -> Notification:
         if method == "PUT":
             raise FhirInputError("$", "PUT without a resource", source=_SRC)
         return Notification("rest-hook", empty=True)
-    try:
-        obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FhirInputError("$", "malformed JSON", source=_SRC) from exc
+    obj = jsonin.loads(body, source=_SRC)
     if not isinstance(obj, dict):
         raise FhirInputError("$", "expected a JSON object", source=_SRC)
     rtype = obj.get("resourceType")
