@@ -262,3 +262,24 @@ def test_graceful_shutdown_drains_and_restart_serves_stored_result(tmp_path: Pat
         assert got.bundle_json == resp.bundle_json
     finally:
         again.stop()
+
+
+def test_corrupt_protobuf_and_bad_utf8_are_invalid_argument(server: Server,
+                                                            channel: grpc.Channel) -> None:
+    """Regression: these were UNKNOWN with a traceback in the server log."""
+    call = channel.unary_unary("/kiwi_fhir.v1.ExtractionService/ExtractText",
+                               request_serializer=None,
+                               response_deserializer=pb.ExtractResponse.FromString)  # fmt: skip
+    bad_utf8 = b"\x0a\x03\xff\xfe\xfd"  # field 1 (text), 3 bytes that are not UTF-8
+    corrupt = b"\x0a\xff\xff\xff\xff\x0f"  # a length far past the end
+    for raw in (bad_utf8, corrupt):
+        with pytest.raises(grpc.RpcError) as err:
+            call(raw, metadata=AUTH, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid ExtractTextRequest message" in str(err.value.details())
+    stream = channel.stream_stream("/kiwi_fhir.v1.ExtractionService/ExtractStream",
+                                   request_serializer=None,
+                                   response_deserializer=pb.StreamResponse.FromString)  # fmt: skip
+    (item,) = list(stream(iter([corrupt]), metadata=AUTH, timeout=30))
+    assert item.WhichOneof("outcome") == "error"
+    assert "Traceback" not in server.logs()

@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from kiwi_fhir.errors import AuthenticationError
+from kiwi_fhir.errors import AuthenticationError, InvalidFieldError
 from kiwi_fhir.service import convert, intake
 from kiwi_fhir.service._generated import extraction_pb2 as pb
 from kiwi_fhir.service.status import outcome
@@ -184,11 +185,40 @@ def principal(ctx: Any, *, token: bool) -> str:
     return "token" if token else ""
 
 
+def _parsed(fn: Any, msg: Any) -> Any:
+    """Deserialize inside the handler, not in gRPC's: a corrupt message or bad
+    UTF-8 in a string field is then our INVALID_ARGUMENT, not an UNKNOWN with a
+    traceback in the log."""
+
+    async def call(raw: bytes, ctx: Any) -> Any:
+        try:
+            req = msg.FromString(raw)
+        except DecodeError as exc:
+            err = InvalidFieldError("request", f"not a valid {msg.DESCRIPTOR.name} message")
+            await fn.__self__._abort(msg.DESCRIPTOR.name, ctx, err)
+            raise err from exc  # unreachable: abort raises
+        return await fn(req, ctx)
+
+    return call
+
+
+async def _stream_requests(raw: AsyncIterator[bytes]) -> AsyncIterator[pb.StreamRequest]:
+    async for chunk in raw:
+        try:
+            yield pb.StreamRequest.FromString(chunk)
+        except DecodeError:
+            yield pb.StreamRequest(item_id="")  # answered with INVALID_ARGUMENT by _builder
+
+
 def _handlers(api: _Api) -> Any:
     def unary(fn: Any, req: Any) -> Any:
         return grpc.unary_unary_rpc_method_handler(
-            fn, request_deserializer=req.FromString,
+            _parsed(fn, req), request_deserializer=None,
             response_serializer=pb.ExtractResponse.SerializeToString)  # fmt: skip
+
+    async def stream(raw: AsyncIterator[bytes], ctx: Any) -> AsyncIterator[pb.StreamResponse]:
+        async for item in api.ExtractStream(_stream_requests(raw), ctx):
+            yield item
 
     return grpc.method_handlers_generic_handler(SERVICE, {
         "ExtractText": unary(api.ExtractText, pb.ExtractTextRequest),
@@ -197,7 +227,7 @@ def _handlers(api: _Api) -> Any:
         "ExtractHL7": unary(api.ExtractHL7, pb.ExtractHL7Request),
         "GetResult": unary(api.GetResult, pb.GetResultRequest),
         "ExtractStream": grpc.stream_stream_rpc_method_handler(
-            api.ExtractStream, request_deserializer=pb.StreamRequest.FromString,
+            stream, request_deserializer=None,
             response_serializer=pb.StreamResponse.SerializeToString),
     })  # fmt: skip
 
