@@ -69,6 +69,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from kiwi_fhir.service.logs import install as install_log_filter
+
+    install_log_filter()
     asyncio.run(serve(settings))
     return 0
 

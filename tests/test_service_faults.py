@@ -182,3 +182,51 @@ def test_a_job_every_run_died_on_is_failed_as_poison_and_others_still_run(
         assert "kiwi_fhir_jobs_given_up_total 1.0" in metrics
     finally:
         assert again.stop() == 0
+
+
+def test_connection_cap_and_whole_frame_deadline(tmp_path: Path) -> None:
+    """Regression: idle connections exhausted every listener; a 1-byte drip was never cut."""
+    srv = start_server(tmp_path, env={"KIWI_FHIR_MAX_CONNECTIONS": "4",
+                                      "KIWI_FHIR_MLLP_FRAME_TIMEOUT_S": "1.5"})  # fmt: skip
+    port = srv.ports["mllp"]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            extra.settimeout(10)
+            assert extra.recv(1024) == b""  # closed at once, not left hanging
+        # The other listeners still answer.
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{srv.ports['http']}/metrics",
+                                         timeout=10).read().decode()  # fmt: skip
+        assert 'kiwi_fhir_connections_refused_total{listener="mllp"} 1.0' in metrics
+        idle.pop().close()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as ok:
+            ok.sendall(frame(oru("CAP1")))
+            assert ack_fields(read_acks(ok, 1)[0])["code"] == "AA"
+        # Slow drip: a byte every 0.4 s is never idle, but the frame deadline ends it.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as drip:
+            msg = frame(oru("DRIP1"))
+            t0 = time.monotonic()
+            closed = False
+            for b in msg[:-2]:
+                try:
+                    drip.sendall(bytes([b]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.4)
+                if time.monotonic() - t0 > 8:
+                    break
+            if not closed:
+                drip.settimeout(5)
+                try:
+                    closed = drip.recv(1024) == b""
+                except OSError:
+                    closed = True
+            assert closed and time.monotonic() - t0 < 8
+        assert not any(str(r["dedup_key"]).endswith("DRIP1") for r in jobs(srv.db))
+    finally:
+        for s in idle:
+            s.close()
+        assert srv.stop() == 0

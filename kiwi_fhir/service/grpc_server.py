@@ -247,7 +247,8 @@ class GrpcServer:
         s = service.settings
         opts = [("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_response_bytes)]  # fmt: skip
-        self.server: Any = grpc.aio.server(options=opts)
+        self.server: Any = grpc.aio.server(options=opts,
+                                           maximum_concurrent_rpcs=s.max_connections)
         self.server.add_generic_rpc_handlers((_handlers(_Api(service)),))
         self.health: Any = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

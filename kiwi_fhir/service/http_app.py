@@ -173,7 +173,8 @@ class HttpServer:
         sock = socket.create_server((s.host, s.http_port or 0), reuse_port=False)
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(build_app(self.service), log_level="warning", access_log=False,
-                                lifespan="off", ssl_certfile=_s(s.tls_cert),
+                                lifespan="off", limit_concurrency=s.max_connections,
+                                ssl_certfile=_s(s.tls_cert),
                                 ssl_keyfile=_s(s.tls_key), ssl_ca_certs=_s(s.tls_client_ca),
                                 ssl_cert_reqs=ssl.CERT_REQUIRED if s.tls_client_ca
                                 else ssl.CERT_NONE)  # fmt: skip

@@ -52,6 +52,9 @@ class Metrics:
         self.mllp_truncated = Counter("kiwi_fhir_mllp_truncated_frames",
                                       "MLLP frames abandoned by a new start block",
                                       registry=r)  # fmt: skip
+        self.refused = Counter("kiwi_fhir_connections_refused",
+                               "Connections closed by a limit (max_connections, frame deadline)",
+                               ["listener"], registry=r)  # fmt: skip
         self.given_up = Counter("kiwi_fhir_jobs_given_up",
                                 "Jobs failed as poison after max_attempts", registry=r)
         self.reclaimed = Counter("kiwi_fhir_jobs_reclaimed",

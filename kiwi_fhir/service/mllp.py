@@ -63,6 +63,11 @@ class FrameReader:
         self.garbage = 0  # bytes dropped outside frames
         self.truncated = 0  # frames abandoned by a new start block
 
+    @property
+    def in_frame(self) -> bool:
+        """A start block has arrived and its frame is not complete yet."""
+        return self._in_frame
+
     def feed(self, data: bytes) -> list[bytes | Oversized]:
         self._buf += data
         out: list[bytes | Oversized] = []
@@ -151,6 +156,7 @@ class MllpServer:
         self.port = 0
         self._conns: set[asyncio.Task[None]] = set()
         self._busy: set[asyncio.Task[None]] = set()  # between a frame and its ACK
+        self.refused = 0  # connections closed at once: over max_connections
 
     async def start(self) -> None:
         s = self.settings
@@ -175,21 +181,40 @@ class MllpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self._conns) >= self.settings.max_connections:
+            self.refused += 1
+            self.svc.metrics.refused.labels("mllp").inc()
+            log.warning("MLLP: connection refused, %d open (max_connections)", len(self._conns))
+            writer.close()
+            await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+            return
         if task is not None:
             self._conns.add(task)
         frames = FrameReader(self.settings.mllp_max_frame_bytes)
+        loop = asyncio.get_running_loop()
+        frame_deadline: float | None = None
         who = peer_principal(writer)
         try:
             while True:
+                wait = self.settings.mllp_idle_timeout_s
+                if frame_deadline is not None:
+                    wait = min(wait, frame_deadline - loop.time())
                 try:
-                    data = await asyncio.wait_for(reader.read(65536),
-                                                  self.settings.mllp_idle_timeout_s)  # fmt: skip
+                    data = await asyncio.wait_for(reader.read(65536), max(0.0, wait))
                 except TimeoutError:
+                    if frame_deadline is not None and loop.time() >= frame_deadline:
+                        self.svc.metrics.refused.labels("mllp-frame-timeout").inc()
+                        log.warning("MLLP: frame not complete within mllp_frame_timeout_s; "
+                                    "connection closed")  # fmt: skip
                     break
                 if not data:
                     break
                 before = frames.truncated
                 ready = frames.feed(data)
+                if not frames.in_frame:
+                    frame_deadline = None
+                elif frame_deadline is None or ready or frames.truncated > before:
+                    frame_deadline = loop.time() + self.settings.mllp_frame_timeout_s
                 if frames.truncated > before:
                     self.svc.metrics.mllp_truncated.inc(frames.truncated - before)
                     log.warning("MLLP: %d unfinished frame(s) discarded (a new start block "

@@ -84,6 +84,13 @@ class ServiceSettings(BaseSettings):
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     mllp_max_frame_bytes: int = Field(1024 * 1024, ge=256)
     mllp_idle_timeout_s: float = Field(300.0, gt=0)
+    #: A frame, once its start block arrived, must be complete within this
+    #: (the idle timeout alone never ends a 1-byte-every-2-s drip).
+    mllp_frame_timeout_s: float = Field(60.0, gt=0)
+    #: Open connections per listener (MLLP, HTTP) and concurrent RPCs (gRPC);
+    #: beyond it new ones are closed at once, so idle sockets cannot exhaust
+    #: the process's file descriptors and starve the other listeners.
+    max_connections: int = Field(128, ge=1)
     drain_timeout_s: float = Field(30.0, ge=0)
     tls_cert: Path | None = None
     tls_key: Path | None = None
