@@ -57,7 +57,7 @@ test-deps: $(FHIR_SERVER)/node_modules/.package-lock.json browser-deps
 # dev pulls the serve extra, grpcio-tools, the `hl7` package (mllp_send) and selenium.
 # PostgreSQL tests run when KIWI_FHIR_TEST_PG_URL is set (.ci/run sets it).
 test: train-deps triton-server test-deps vllm-env
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=20
 
 lint: dev
 	$(BIN)/ruff check kiwi_fhir tests benchmarks scripts
