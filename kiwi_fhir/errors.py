@@ -154,8 +154,8 @@ class ServiceError(KiwiError):
 class PayloadTooLargeError(ServiceError):
     """A message exceeds the configured size limit; nothing of it was stored."""
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"message of {size} bytes exceeds the limit of {limit} bytes")
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
         self.size = size
         self.limit = limit
 

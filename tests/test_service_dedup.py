@@ -133,3 +133,17 @@ def test_an_unversioned_document_reference_edit_is_processed_and_supersedes(
                         {"i": first.job_id}).one()  # fmt: skip
     eng.dispose()
     assert row[0] == second.job_id
+
+
+def test_one_note_size_limit_on_every_channel(server: Server) -> None:
+    """A note longer than max_note_bytes (64 KiB) is refused before it is stored."""
+    long_text = "Fever and cough. " * 4200  # ~71 KB of note text
+    with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as ch:
+        stub = pb_grpc.ExtractionServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ExtractText(pb.ExtractTextRequest(text=long_text), timeout=30)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "note of" in str(err.value.details())
+    ack = _mllp(server, _oru(long_text, HEADER.replace("000123", "LONG1")))
+    assert ack["code"] == "AR" and "limit of 65536 bytes" in ack["err"][8]
+    assert not any(str(j["dedup_key"]).endswith("LONG1") for j in jobs(server.db))

@@ -18,7 +18,13 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kiwi_fhir.errors import JobNotFoundError, JobTimeoutError, KiwiError, OverloadedError
+from kiwi_fhir.errors import (
+    JobNotFoundError,
+    JobTimeoutError,
+    KiwiError,
+    OverloadedError,
+    PayloadTooLargeError,
+)
 from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.service import store
 from kiwi_fhir.service.metrics import Metrics
@@ -114,6 +120,8 @@ class Service:
         assert self.batcher is not None, "service not started"
         if self.batcher.depth() >= self.settings.queue_max:
             raise OverloadedError("intake queue is full; retry later")
+        if new.longest_note > self.settings.max_note_bytes:
+            raise PayloadTooLargeError(new.longest_note, self.settings.max_note_bytes, "note")
         job, created = await asyncio.to_thread(self.store.submit, new)
         if job.status in (store.DONE, store.FAILED):
             return Submission(job, not created, None)

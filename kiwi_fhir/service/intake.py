@@ -96,6 +96,10 @@ def content_digest(owner: str, docs: list[Document]) -> str:
     return _sha(owner, b"content", *parts)
 
 
+def _longest(docs: list[Document]) -> int:
+    return max((len(d.text.encode("utf-8")) for d in docs), default=0)
+
+
 def _scoped(owner: str, key: str | None) -> str | None:
     return None if key is None else f"{owner}|{key}"[:512]
 
@@ -110,7 +114,7 @@ def text_job(text: str, patient: str, encounter: str, document_id: str, source: 
     owner = owner_of(source, principal)
     digest = _sha(owner, TEXT.encode(), payload, params.encode())
     return NewJob(source, TEXT, payload, digest, None, params, owner=owner,
-                  content_sha256=digest)  # fmt: skip
+                  content_sha256=digest, longest_note=len(payload))  # fmt: skip
 
 
 def hl7_job(raw: bytes, source: str, principal: str = "") -> NewJob:
@@ -127,7 +131,7 @@ def hl7_job(raw: bytes, source: str, principal: str = "") -> NewJob:
     owner = owner_of(source, principal)
     return NewJob(source, HL7, raw, _sha(owner, HL7.encode(), raw), _scoped(owner, key),
                   owner=owner, identity_field="MSH-10",
-                  content_sha256=content_digest(owner, docs))  # fmt: skip
+                  content_sha256=content_digest(owner, docs), longest_note=_longest(docs))
 
 
 def docref_job(resource_json: str, source: str, principal: str = "") -> NewJob:
@@ -143,7 +147,7 @@ def docref_job(resource_json: str, source: str, principal: str = "") -> NewJob:
     return NewJob(source, DOCREF, payload, _sha(owner, DOCREF.encode(), payload),
                   _scoped(owner, key), owner=owner, versioned=versioned,
                   identity_field="meta.versionId" if versioned else "id",
-                  content_sha256=content_digest(owner, docs))  # fmt: skip
+                  content_sha256=content_digest(owner, docs), longest_note=_longest(docs))
 
 
 def _docref_key(obj: Any) -> tuple[str | None, bool]:

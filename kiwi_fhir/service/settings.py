@@ -83,6 +83,10 @@ class ServiceSettings(BaseSettings):
     #: a large note's result must not be refused for the request's limit.
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     mllp_max_frame_bytes: int = Field(1024 * 1024, ge=256)
+    #: The longest note (decoded text, UTF-8 bytes) accepted on any channel. Peak
+    #: memory grows with note length (about 23 MB per KB measured; docs/service.md),
+    #: so the limit keeps one note within what a 2-core / few-GB replica can do.
+    max_note_bytes: int = Field(64 * 1024, ge=1024)
     mllp_idle_timeout_s: float = Field(300.0, gt=0)
     #: A frame, once its start block arrived, must be complete within this
     #: (the idle timeout alone never ends a 1-byte-every-2-s drip).

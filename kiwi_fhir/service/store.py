@@ -122,6 +122,8 @@ class NewJob:
     #: Hash of what would be extracted (notes, patient): equal under one
     #: identity means a resend, even when the bytes differ.
     content_sha256: str | None = None
+    #: UTF-8 size of the longest note in the payload (checked against max_note_bytes).
+    longest_note: int = 0
 
 
 @dataclass(frozen=True)
