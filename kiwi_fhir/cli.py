@@ -76,6 +76,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    """An int of at least 1: 0 crashed (range step) and -1 silently found nothing."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value[:12]!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kiwi-fhir",
@@ -115,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and relations only",
     )
     ex.add_argument("--model", metavar="DIR", help="model directory (default: the packaged one)")
-    ex.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
-    ex.add_argument("--batch-size", type=int, default=16, help="windows per inference batch")
+    ex.add_argument("--threads", type=_positive, default=2, help="inference threads (default 2)")
+    ex.add_argument("--batch-size", type=_positive, default=16,
+                    help="windows per inference batch (default 16)")
     ex.set_defaults(func=_cmd_extract)
 
     ev = sub.add_parser("eval", help="score predicted brat files against gold ones")

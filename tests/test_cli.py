@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,16 @@ def test_debug_shows_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def
         text=True,
     )
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--threads"])
+@pytest.mark.parametrize("value", ["0", "-1", "x"])
+def test_extract_refuses_a_non_positive_count_in_one_line(flag: str, value: str,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Regression: --batch-size 0 was a traceback, -1 silently gave zero entities."""
+    note = tmp_path / "n.txt"
+    note.write_text("Fever.")
+    r = subprocess.run([sys.executable, "-m", "kiwi_fhir.cli", "extract", str(note), flag,
+                        value], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"argument {flag}" in r.stderr and r.stdout == ""
