@@ -185,7 +185,7 @@ def principal(ctx: Any, *, token: bool) -> str:
     return "token" if token else ""
 
 
-def _parsed(fn: Any, msg: Any) -> Any:
+def _parsed(api: _Api, fn: Any, msg: Any) -> Any:
     """Deserialize inside the handler, not in gRPC's: a corrupt message or bad
     UTF-8 in a string field is then our INVALID_ARGUMENT, not an UNKNOWN with a
     traceback in the log."""
@@ -195,7 +195,7 @@ def _parsed(fn: Any, msg: Any) -> Any:
             req = msg.FromString(raw)
         except DecodeError as exc:
             err = InvalidFieldError("request", f"not a valid {msg.DESCRIPTOR.name} message")
-            await fn.__self__._abort(msg.DESCRIPTOR.name, ctx, err)
+            await api._abort(msg.DESCRIPTOR.name, ctx, err)
             raise err from exc  # unreachable: abort raises
         return await fn(req, ctx)
 
@@ -213,7 +213,7 @@ async def _stream_requests(raw: AsyncIterator[bytes]) -> AsyncIterator[pb.Stream
 def _handlers(api: _Api) -> Any:
     def unary(fn: Any, req: Any) -> Any:
         return grpc.unary_unary_rpc_method_handler(
-            _parsed(fn, req), request_deserializer=None,
+            _parsed(api, fn, req), request_deserializer=None,
             response_serializer=pb.ExtractResponse.SerializeToString)  # fmt: skip
 
     async def stream(raw: AsyncIterator[bytes], ctx: Any) -> AsyncIterator[pb.StreamResponse]:

@@ -72,6 +72,11 @@ def owner_of(source: str, principal: str = "") -> str:
     return f"{source}:{principal or 'anonymous'}"
 
 
+def message_count(raw: bytes) -> int:
+    """MSH segments at line starts: how many messages ``raw`` holds."""
+    return len(_MSH_AT_LINE_START.findall(raw))
+
+
 def _sha(owner: str, *parts: bytes) -> str:
     """Content hash *within* one owner: the same bytes from another caller are
     another job, so a duplicate can only ever return the caller's own result."""

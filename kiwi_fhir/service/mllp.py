@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 SB: Final = b"\x0b"
 EB: Final = b"\x1c\x0d"
 _ids = count(1)
-_MSH_START = re.compile(rb"(?:^|[\r\n])MSH")
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class FrameReader:
 def one_message(frame: bytes) -> bytes:
     """MLLP carries one message per frame: a second MSH is refused (AR), never
     half-acknowledged (an ACK names one control id)."""
-    if len(_MSH_START.findall(frame)) > 1:
+    if intake.message_count(frame) > 1:
         raise HL7Error("frame holds more than one message; send one message per MLLP frame",
                        segment="MSH", field="")  # fmt: skip
     return frame
@@ -156,7 +154,6 @@ class MllpServer:
         self.port = 0
         self._conns: set[asyncio.Task[None]] = set()
         self._busy: set[asyncio.Task[None]] = set()  # between a frame and its ACK
-        self.refused = 0  # connections closed at once: over max_connections
 
     async def start(self) -> None:
         s = self.settings
@@ -182,7 +179,6 @@ class MllpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if len(self._conns) >= self.settings.max_connections:
-            self.refused += 1
             self.svc.metrics.refused.labels("mllp").inc()
             log.warning("MLLP: connection refused, %d open (max_connections)", len(self._conns))
             writer.close()

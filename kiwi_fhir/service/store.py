@@ -161,13 +161,6 @@ def _job(row: JobRow) -> Job:
                row.supersedes, row.content_sha256)  # fmt: skip
 
 
-def _resolved(s: Session, job_id: str) -> Job:
-    row = s.get(JobRow, job_id)
-    assert row is not None
-    s.refresh(row)
-    return _job(row)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -353,10 +346,7 @@ class IntakeStore:
                 .order_by(JobRow.received_at).limit(limit))  # fmt: skip
             return [_job(r) for r in rows]
 
-    def resolve(
-        self, job_id: str, kind: str, payload: bytes, dedup_key: str | None, *,
-        versioned: bool = True, content_sha256: str | None = None,
-    ) -> Job | None:  # fmt: skip
+    def resolve(self, job_id: str, new: NewJob) -> Job | None:
         """The fetched resource replaces the reference; the job is then an ordinary one.
 
         None when another job already holds that resource version with the same
@@ -364,9 +354,10 @@ class IntakeStore:
         write back). Other content under an unversioned identity supersedes the
         holder; under a versioned one the job fails with the conflict named.
         """
-        values: dict[str, Any] = {"kind": kind, "payload": payload, "error": None,
+        dedup_key = new.dedup_key
+        values: dict[str, Any] = {"kind": new.kind, "payload": new.payload, "error": None,
                                   "next_attempt_at": None, "updated_at": _now(),
-                                  "content_sha256": content_sha256}  # fmt: skip
+                                  "content_sha256": new.content_sha256}  # fmt: skip
         try:
             with self._guard() as s:
                 s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.kind == FHIRREF)
@@ -376,24 +367,24 @@ class IntakeStore:
                 raise
             with self._guard() as s:
                 holder = s.scalars(select(JobRow).where(JobRow.dedup_key == dedup_key)).first()
-                other = holder is not None and holder.payload != payload and (
-                    holder.content_sha256 is None or holder.content_sha256 != content_sha256)
-                if holder is not None and other and not versioned:
+                other = holder is not None and holder.payload != new.payload and (
+                    holder.content_sha256 is None or holder.content_sha256 != new.content_sha256)
+                superseding = holder is not None and other and not new.versioned
+                if superseding and holder is not None:
                     holder.dedup_key, holder.superseded_by = None, job_id
                     s.flush()
                     s.execute(update(JobRow).where(JobRow.id == job_id)
                               .values(dedup_key=dedup_key, supersedes=holder.id, **values))
-                    return _resolved(s, job_id)
-                if holder is not None and other:
+                elif holder is not None and other:
                     values["error"] = str(IdentityConflictError(
                         "meta.versionId", "the server sent other content for a known version"))
                     s.execute(update(JobRow).where(JobRow.id == job_id)
                               .values(status=FAILED, writeback=SKIPPED, **values))  # fmt: skip
-                    return None
-                s.execute(update(JobRow).where(JobRow.id == job_id)
-                          .values(status=DONE, writeback=DONE, completions=JobRow.completions + 1,
-                                  **values))  # fmt: skip
-            return None
+                else:
+                    s.execute(update(JobRow).where(JobRow.id == job_id)
+                              .values(status=DONE, writeback=DONE,
+                                      completions=JobRow.completions + 1, **values))  # fmt: skip
+            return self.get(job_id) if superseding else None
         return self.get(job_id)
 
     def retry_at(self, job_id: str, error: str, at: datetime, *, writeback: bool) -> None:

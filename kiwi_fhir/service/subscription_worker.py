@@ -104,10 +104,7 @@ class SubscriptionWorker:
             await asyncio.to_thread(self.store.retry_at, job.id, public_message(exc), at,
                                     writeback=False)  # fmt: skip
             return
-        resolved = await asyncio.to_thread(self.store.resolve, job.id, intake.DOCREF,
-                                           new.payload, new.dedup_key,
-                                           versioned=new.versioned,
-                                           content_sha256=new.content_sha256)  # fmt: skip
+        resolved = await asyncio.to_thread(self.store.resolve, job.id, new)
         if resolved is None:
             log.info("job %s: that document version is already processed", job.id)
         else:

@@ -85,7 +85,7 @@ class Batcher:
         self._task = asyncio.create_task(self._loop(), name="kiwi-batcher")
 
     def depth(self) -> int:
-        return self.queue.qsize()
+        return self.queue.qsize() + len(self._alone)
 
     def enqueue(self, job: store.Job) -> asyncio.Future[store.Job]:
         """A future for ``job``'s final state; one per job however many callers ask.
@@ -132,7 +132,7 @@ class Batcher:
                     self._alone.append(job)
                 else:
                     batch.append(job)
-            self._on_batch(len(batch), self.queue.qsize() + len(self._alone))
+            self._on_batch(len(batch), self.depth())
             ids = [j.id for j in batch]
             try:
                 await asyncio.to_thread(self.store.mark_processing, ids, self.lease_s)

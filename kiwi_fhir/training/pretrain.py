@@ -23,6 +23,7 @@ remaining nondeterminism comes from is not yet found.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,8 +41,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from kiwi_fhir.errors import InputError
-from kiwi_fhir.extractors.pipeline import special_token_id
-from kiwi_fhir.training.tapt import IGNORE, MLM_PROB
+from kiwi_fhir.training.tapt import IGNORE, MLM_PROB, corrupt, mlm_setup
 
 CHECKPOINT = "checkpoint.pt"
 DONE = "pretrain.json"
@@ -106,12 +106,7 @@ def whole_word_mask(
     n_words = int(words.max().item()) + 1 if words.numel() else 0
     pick = torch.rand((ids.shape[0], max(1, n_words)), generator=gen) < MLM_PROB
     target = torch.gather(pick, 1, words.clamp(min=0)) & real
-    labels = torch.where(target, ids, torch.full_like(ids, IGNORE))
-    roll = torch.rand(ids.shape, generator=gen)
-    out = torch.where(target & (roll < 0.8), torch.full_like(ids, mask_id), ids)
-    rand_ids = torch.randint(vocab, ids.shape, generator=gen)
-    out = torch.where(target & (roll >= 0.8) & (roll < 0.9), rand_ids, out)
-    return out, labels
+    return corrupt(ids, target, mask_id, vocab, gen)
 
 
 def _corpus_digest(chunks: Sequence[Chunk]) -> str:
@@ -127,10 +122,17 @@ def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
 
 
 def pretrain(
-    encoder: Path, tok: Tokenizer, texts: Sequence[str], out: Path, cfg: PretrainConfig
-) -> Path:
-    """Run (or resume, or skip when already finished) the stage; returns ``out``."""
+    encoder: Path, tok: Tokenizer, texts: Sequence[str], out: Path, cfg: PretrainConfig,
+    *, epochs: float | None = None,
+) -> Path:  # fmt: skip
+    """Run (or resume, or skip when already finished) the stage; returns ``out``.
+
+    With ``epochs``, ``cfg.steps`` is replaced by that many passes over the
+    chunks (known only once the notes are tokenised)."""
     chunks = chunk_notes(tok, texts, cfg.width)
+    if epochs is not None:
+        per_epoch = -(-len(chunks) // cfg.batch_size)
+        cfg = dataclasses.replace(cfg, steps=max(1, round(per_epoch * epochs)))
     digest = _corpus_digest(chunks)
     done = out / DONE
     if done.is_file():
@@ -140,22 +142,9 @@ def pretrain(
                   file=sys.stderr)  # fmt: skip
             return out
         raise InputError(f"--pretrain-dir {out}: holds an encoder from other settings or data")
-    from transformers import AutoModelForMaskedLM, logging
-
-    logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # the fresh MLM head
     torch.manual_seed(cfg.seed)  # the fresh MLM head's initial weights
-    model = AutoModelForMaskedLM.from_pretrained(str(encoder))
-    base = model.base_model
-    lm_head = model.cls if hasattr(model, "cls") else model.lm_head
-    cls_id, sep_id, mask_id, pad_id = (
-        special_token_id(tok, t) for t in ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
-    )
-    vocab = int(model.config.vocab_size)
-    enc_ids = {id(p) for p in base.parameters()}
-    head_params = [p for p in model.parameters() if id(p) not in enc_ids]
-    opt = torch.optim.AdamW(
-        [{"params": list(base.parameters()), "lr": cfg.lr},
-         {"params": head_params, "lr": cfg.head_lr}], weight_decay=0.01)  # fmt: skip
+    m = mlm_setup(encoder, tok, cfg.lr, cfg.head_lr)
+    model, base, lm_head, vocab, opt = m.model, m.base, m.lm_head, m.vocab, m.opt
     warm = max(1, int(cfg.steps * cfg.warmup))
 
     def rate(s: int) -> float:
@@ -186,7 +175,7 @@ def pretrain(
         epoch, k = divmod(step, per_epoch)
         rows = [chunks[i] for i in _batch_order(len(chunks), cfg.batch_size, cfg.seed, epoch)[k]]
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout too, so a resume is exact
-        loss = _step(model, base, lm_head, rows, (cls_id, sep_id, mask_id, pad_id), vocab,
+        loss = _step(model, base, lm_head, rows, m.special, vocab,
                      torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), ce)  # fmt: skip
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]

@@ -19,7 +19,9 @@ from __future__ import annotations
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,12 +51,54 @@ def mask_tokens(
     """BERT's recipe: 15% of the real pieces are targets; of those 80%
     become [MASK], 10% a random piece, 10% stay. Labels are -100 elsewhere."""
     target = (torch.rand(ids.shape, generator=gen) < MLM_PROB) & ~special
+    return corrupt(ids, target, mask_id, vocab, gen)
+
+
+def corrupt(
+    ids: torch.Tensor, target: torch.Tensor, mask_id: int, vocab: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of the ``target`` pieces 80% become [MASK], 10% a random piece, 10% stay;
+    labels hold the original there and -100 elsewhere."""
     labels = torch.where(target, ids, torch.full_like(ids, IGNORE))
     roll = torch.rand(ids.shape, generator=gen)
     out = torch.where(target & (roll < 0.8), torch.full_like(ids, mask_id), ids)
     rand_ids = torch.randint(vocab, ids.shape, generator=gen)
     out = torch.where(target & (roll >= 0.8) & (roll < 0.9), rand_ids, out)
     return out, labels
+
+
+@dataclass(frozen=True)
+class MlmSetup:
+    """An encoder with a fresh MLM head, its optimiser and the special ids."""
+
+    model: Any
+    base: Any  # the encoder inside ``model``: what is saved afterwards
+    lm_head: Any
+    special: tuple[int, int, int, int]  # [CLS], [SEP], [MASK], [PAD]
+    vocab: int
+    opt: torch.optim.AdamW
+
+
+def mlm_setup(encoder: Path, tok: Tokenizer, lr: float, head_lr: float) -> MlmSetup:
+    """all-MiniLM-L6-v2 ships without an MLM head: a fresh one is trained at its
+    own (higher) rate, the encoder at ``lr``."""
+    from transformers import AutoModelForMaskedLM, logging
+
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # the fresh head is expected
+    model = AutoModelForMaskedLM.from_pretrained(str(encoder))
+    base = model.base_model
+    lm_head = model.cls if hasattr(model, "cls") else model.lm_head  # BERT / RoBERTa naming
+    cls_id, sep_id, mask_id, pad_id = (
+        special_token_id(tok, t) for t in ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
+    )
+    enc_ids = {id(p) for p in base.parameters()}
+    head_params = [p for p in model.parameters() if id(p) not in enc_ids]
+    opt = torch.optim.AdamW(
+        [{"params": list(base.parameters()), "lr": lr}, {"params": head_params, "lr": head_lr}],
+        weight_decay=0.01,
+    )
+    special = (cls_id, sep_id, mask_id, pad_id)
+    return MlmSetup(model, base, lm_head, special, int(model.config.vocab_size), opt)
 
 
 def adapt(
@@ -72,22 +116,9 @@ def adapt(
     """Return a temporary directory holding the adapted encoder (config and
     weights, loadable with ``AutoModel.from_pretrained``; the caller keeps
     it alive for as long as it needs the files) and each epoch's mean loss."""
-    from transformers import AutoModelForMaskedLM, logging
-
-    logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # the fresh head is expected
-    model = AutoModelForMaskedLM.from_pretrained(str(encoder))
-    base = model.base_model
-    lm_head = model.cls if hasattr(model, "cls") else model.lm_head  # BERT / RoBERTa naming
-    cls_id, sep_id, mask_id, pad_id = (
-        special_token_id(tok, t) for t in ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
-    )
-    vocab = int(model.config.vocab_size)
-    enc_ids = {id(p) for p in base.parameters()}
-    head_params = [p for p in model.parameters() if id(p) not in enc_ids]
-    opt = torch.optim.AdamW(
-        [{"params": list(base.parameters()), "lr": lr}, {"params": head_params, "lr": head_lr}],
-        weight_decay=0.01,
-    )
+    m = mlm_setup(encoder, tok, lr, head_lr)
+    model, base, lm_head, vocab, opt = m.model, m.base, m.lm_head, m.vocab, m.opt
+    cls_id, sep_id, mask_id, pad_id = m.special
     chunk_sets = [note_chunks(tok, texts, width, sh) for sh in (0, width // 2)]
     steps = sum(-(-len(chunk_sets[e % 2]) // batch_size) for e in range(epochs))
     warm = max(1, steps // 5)

@@ -273,20 +273,20 @@ def _pretrain_stage(
     args: argparse.Namespace, encoder: Path, tok: Any, train_docs: list[Any], out: Path
 ) -> Path:
     """Masked-LM on the unlabeled notes plus the training split (never the dev notes)."""
-    from kiwi_fhir.training.pretrain import PretrainConfig, chunk_notes, pretrain, read_texts
+    from kiwi_fhir.training.pretrain import PretrainConfig, pretrain, read_texts
 
-    texts = read_texts([Path(d) for d in args.pretrain_data])
-    texts += [d.document.text for d in train_docs]
-    steps = args.pretrain_steps
+    steps, epochs = args.pretrain_steps, None
     if steps is None:
         if args.pretrain_epochs <= 0:
             raise InputError(f"--pretrain-epochs {args.pretrain_epochs}: must be above 0")
-        per_epoch = -(-len(chunk_notes(tok, texts, PretrainConfig(1).width)) // 16)
-        steps = max(1, round(per_epoch * args.pretrain_epochs))
+        steps, epochs = 1, args.pretrain_epochs
     if steps < 1:
         raise InputError(f"--pretrain-steps {steps}: must be 1 or more")
+    texts = read_texts([Path(d) for d in args.pretrain_data])
+    texts += [d.document.text for d in train_docs]
     where = Path(args.pretrain_dir) if args.pretrain_dir else out / "pretrained-encoder"
-    return pretrain(encoder, tok, texts, where, PretrainConfig(steps=steps, seed=args.seed))
+    cfg = PretrainConfig(steps=steps, seed=args.seed)
+    return pretrain(encoder, tok, texts, where, cfg, epochs=epochs)
 
 
 LEXICON_FILE = "drug_lexicon.txt.gz"
