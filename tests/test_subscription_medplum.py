@@ -255,3 +255,16 @@ def test_parked_fetch_survives_a_crash(fhir: FhirServer, tmp_path: Path) -> None
     finally:
         assert second.stop() == 0
     assert SECRET_NOTE not in first.logs() + second.logs()
+
+
+def test_fetched_note_over_the_note_limit_fails_without_retrying(
+    kiwi: Server, fhir: FhirServer
+) -> None:
+    """Regression (hardening item 10): fetched notes were not held to ``max_note_bytes``."""
+    doc = fhir.create(_docref("Patient/big", _note(7) + " x" * 40_000))
+    ref = f"DocumentReference/{doc['id']}"
+    r = _notify(kiwi, backport_bundle("event-notification", [ref], event=40))
+    job = _wait(kiwi, r.json()["jobs"][0]["id"], _written_back)
+    assert (job["status"], job["writeback"]) == ("failed", "skipped")
+    assert "exceeds the limit of 65536 bytes" in job["error"]
+    assert not any(_derived_from(fhir, ref).values())

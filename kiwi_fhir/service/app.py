@@ -27,10 +27,11 @@ from kiwi_fhir.errors import (
 )
 from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.service import store
+from kiwi_fhir.service.lanes import Lanes
 from kiwi_fhir.service.metrics import Metrics
 from kiwi_fhir.service.settings import ServiceSettings
 from kiwi_fhir.service.status import public_message
-from kiwi_fhir.service.worker import Batcher, consume_result
+from kiwi_fhir.service.worker import consume_result
 
 if TYPE_CHECKING:
     from kiwi_fhir.service.subscription_worker import SubscriptionWorker
@@ -55,7 +56,7 @@ class Service:
 
             extractor = extractor_from_settings(settings)
         self.extractor = extractor
-        self.batcher: Batcher | None = None
+        self.batcher: Lanes | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._reclaim_task: asyncio.Task[None] | None = None
         self.subscription_worker: SubscriptionWorker | None = None
@@ -66,9 +67,10 @@ class Service:
         s = self.settings
         await asyncio.to_thread(self.store.migrate)
         await asyncio.to_thread(self.extractor.load)
-        self.batcher = Batcher(self.store, self.extractor, max_batch=s.batch_max_size,
-                               max_wait_s=s.batch_max_wait_ms / 1000,
-                               on_batch=self.metrics.on_batch, lease_s=s.job_lease_s)  # fmt: skip
+        self.batcher = Lanes(self.store, self.extractor, max_batch=s.batch_max_size,
+                             max_wait_s=s.batch_max_wait_ms / 1000, lease_s=s.job_lease_s,
+                             large_job_bytes=s.large_job_bytes,
+                             on_batch=self.metrics.on_batch)  # fmt: skip
         self.batcher.start()
         pending = await asyncio.to_thread(self.store.pending)
         requeued = 0

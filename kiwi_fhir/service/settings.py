@@ -68,6 +68,9 @@ class ServiceSettings(BaseSettings):
     batch_max_size: int = Field(16, ge=1)
     batch_max_wait_ms: float = Field(10.0, ge=0)
     queue_max: int = Field(1024, ge=1)
+    #: Jobs whose stored payload is larger than this run in a lane of their own
+    #: (service/lanes.py), so they never hold up small ones; 0: one lane.
+    large_job_bytes: int = Field(16 * 1024, ge=0)
     #: A claimed job's lease: past it, a job still ``processing`` is re-claimed
     #: (its worker died or lost the database); also how long a ``received`` job
     #: may wait unqueued before it is picked up again.
@@ -83,9 +86,9 @@ class ServiceSettings(BaseSettings):
     #: a large note's result must not be refused for the request's limit.
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     mllp_max_frame_bytes: int = Field(1024 * 1024, ge=256)
-    #: The longest note (decoded text, UTF-8 bytes) accepted on any channel. Peak
-    #: memory grows with note length (about 23 MB per KB measured; docs/service.md),
-    #: so the limit keeps one note within what a 2-core / few-GB replica can do.
+    #: The longest note (decoded text, UTF-8 bytes) accepted on any channel. Long
+    #: notes run segment by segment (bounded memory), but time still grows with
+    #: length: the limit keeps one job within seconds on a 2-core replica.
     max_note_bytes: int = Field(64 * 1024, ge=1024)
     mllp_idle_timeout_s: float = Field(300.0, gt=0)
     #: A frame, once its start block arrived, must be complete within this
@@ -162,7 +165,8 @@ class ServiceSettings(BaseSettings):
         if self.auth_token is None and not _loopback(self.host):
             raise ValueError(
                 f"host {self.host[:64]!r} is not a loopback address: set auth_token "
-                "(KIWI_FHIR_AUTH_TOKEN) before listening on the network")
+                "(KIWI_FHIR_AUTH_TOKEN) before listening on the network"
+            )
         if self.metrics == "token" and self.auth_token is None:
             raise ValueError("metrics=token needs auth_token")
         smart = (self.fhir_token_url, self.fhir_client_id)

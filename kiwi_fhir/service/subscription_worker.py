@@ -26,7 +26,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from kiwi_fhir.errors import FhirInputError, FhirServerRejectedError, KiwiError, ServiceError
+from kiwi_fhir.errors import (
+    FhirInputError,
+    FhirServerRejectedError,
+    KiwiError,
+    PayloadTooLargeError,
+    ServiceError,
+)
 from kiwi_fhir.inputs import parse_document_reference
 from kiwi_fhir.service import intake, store
 from kiwi_fhir.service.fhir_client import FhirClient
@@ -94,8 +100,12 @@ class SubscriptionWorker:
                                      source="fetched resource")  # fmt: skip
             await self._inline(res)
             new = intake.docref_job(json.dumps(res), store.SUBSCRIPTION)
+            limit = self.settings.max_note_bytes
+            if new.longest_note > limit:  # the same note limit as every other channel
+                raise PayloadTooLargeError(new.longest_note, limit, "note")
             await asyncio.to_thread(parse_document_reference, res)  # refuse unreadable now
-        except (FhirServerRejectedError, FhirInputError) as exc:  # retrying cannot help
+        except (FhirServerRejectedError, FhirInputError, PayloadTooLargeError) as exc:
+            # retrying cannot help
             await self._give_up(job, exc)
             return
         except ServiceError as exc:
