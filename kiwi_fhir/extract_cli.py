@@ -3,7 +3,9 @@
 Inputs: ``.txt`` notes, FHIR ``.json`` (DocumentReference or Bundle) and
 ``.hl7`` files (one or many messages). A document that fails is reported on
 stderr in one line (file, where, reason -- never note text) and the others
-are still written; the exit status is then 1.
+are still written; the exit status is then 1. So is a part of a document
+we could not use (an image or PDF ED beside the narrative), named in a
+``warning:`` line.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ def run_extract(args: argparse.Namespace) -> int:
         for problem in job.errors:
             bar.write(f"kiwi-fhir: {problem}", file=sys.stderr)
         failed += bool(job.errors)
+        for d in job.docs:  # parts of a document we could not use (an image ED...)
+            for warning in json.loads(d.meta.get("warnings") or "[]"):
+                bar.write(f"kiwi-fhir: {job.path or 'stdin'}: {d.id}: warning: {warning}",
+                          file=sys.stderr)  # fmt: skip
+                failed += 1
         results: list[Extraction] = []
         for c in range(0, len(job.docs), CHUNK):
             given = job.given[c : c + CHUNK] if args.given_entities else None

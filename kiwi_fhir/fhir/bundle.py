@@ -26,7 +26,7 @@ from kiwi_fhir import __version__
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.errors import FhirOutputError
 from kiwi_fhir.fhir.build import Source, build_resource
-from kiwi_fhir.fhir.labs import lab_observations
+from kiwi_fhir.fhir.labs import diagnostic_reports, lab_observations
 from kiwi_fhir.fhir.mapping import load_mapping
 from kiwi_fhir.fhir.tables import FhirMapping
 
@@ -37,8 +37,11 @@ BUNDLE_TYPES: Final = ("transaction", "collection")
 
 
 def reference(value: str, assigner: str = "") -> dict[str, Any]:
-    """A meta string (``Patient/1`` or ``system|value``) as a FHIR Reference."""
-    if _REF_RE.match(value):
+    """A meta string (``Patient/1`` or ``system|value``) as a FHIR Reference.
+
+    ``system|value`` is always an identifier (a ``urn:oid:`` system once made
+    the literal, unresolvable reference ``urn:oid:1.2|123``)."""
+    if "|" not in value and _REF_RE.match(value):
         return {"reference": value}
     system, _, val = value.rpartition("|")
     ident: dict[str, Any] = {"value": val}
@@ -84,7 +87,10 @@ def to_bundle(
     encounter = reference(meta["encounter"]) if meta.get("encounter") else None
     entries: list[tuple[dict[str, Any], str]] = []  # (resource, identifier value)
     own = meta.get("source") == "fhir" and meta.get("content_type", "text/plain") == "text/plain"
-    if own and meta.get("source_ref"):
+    docref: dict[str, Any] | None
+    if meta.get("structured_only"):  # results only, no narrative: nothing to index
+        docref, path = None, ""
+    elif own and meta.get("source_ref"):
         docref = {"reference": meta["source_ref"]}
         path = f"DocumentReference.content[{meta.get('content_index', '0')}].attachment"
     else:
@@ -92,15 +98,19 @@ def to_bundle(
         entries.append((dr, f"doc.{key}"))
         docref = {"reference": _full_url(f"doc.{key}")}
         path = "DocumentReference.content[0].attachment"
-    source = Source(patient, encounter, docref, path, key)
+    source = Source(patient, encounter, docref or {}, path, key)
     entities = sorted(extraction.entities, key=lambda e: (e.start, e.end, e.id))
     for ent in entities:
         res = build_resource(extraction, ent, mapping, source)
         entries.append((res, res["identifier"][0]["value"]))
-    entries += lab_observations(meta.get("lab_results"), mapping, source)
+    labs = lab_observations(meta.get("lab_results"), mapping, source)
+    entries += labs
+    entries += diagnostic_reports(meta.get("lab_results"), labs, source, mapping, _full_url)
     targets = [{"reference": _full_url(v)} for r, v in entries if r is not None]
+    if not targets and docref is None:
+        raise FhirOutputError(f"{doc.id}: document has neither narrative nor structured results")
     prov = _provenance(
-        targets or [docref],
+        targets or [docref or {}],
         docref,
         model_id or extraction.model,
         backend or extraction.backend,
@@ -190,7 +200,7 @@ def _text_docref(
 
 def _provenance(
     targets: list[dict[str, Any]],
-    docref: dict[str, Any],
+    docref: dict[str, Any] | None,
     model: str,
     backend: str,
     recorded: datetime | None,
@@ -233,7 +243,7 @@ def _provenance(
                 "who": {"reference": "#kiwi"},
             }
         ],
-        "entity": [{"role": "source", "what": docref}],
+        **({"entity": [{"role": "source", "what": docref}]} if docref is not None else {}),
     }
 
 

@@ -28,13 +28,15 @@ from urllib.error import URLError
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import FhirInputError, UnsupportedContentTypeError, shown
 from kiwi_fhir.inputs import jsonin
-from kiwi_fhir.inputs.textconv import split_content_type, to_plain_text
+from kiwi_fhir.inputs.textconv import XML_TYPES, split_content_type, to_plain_text
 
 #: (bytes, Content-Type header or None)
 Fetcher = Callable[[str], tuple[bytes, str | None]]
 
 _BUNDLE_TYPES: Final = frozenset({"collection", "transaction", "searchset", "batch"})
-_PREFERENCE: Final[tuple[str, ...]] = ("text/plain", "text/html", "text/rtf", "application/rtf")
+_PREFERENCE: Final[tuple[str, ...]] = (
+    "text/plain", "text/html", "text/rtf", "application/rtf", *XML_TYPES,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,10 @@ def _context(res: Mapping[str, Any]) -> dict[str, str]:
             out["encounter"] = ref
     if date := _s(res.get("date")):
         out["date"] = date
+    if status := _s(res.get("docStatus")):  # preliminary | final | amended | entered-in-error
+        out["document_status"] = status
+    if _s(res.get("status")) in ("superseded", "entered-in-error"):
+        out["reference_status"] = _s(res.get("status"))
     rtype = res.get("type")
     if isinstance(rtype, Mapping):
         codings = [c for c in _list(rtype.get("coding")) if isinstance(c, Mapping)]

@@ -1,19 +1,31 @@
-"""HL7 v2.3-v2.8 ORU^R01 and MDM^T02/T06 messages to core ``Document``s.
+"""HL7 v2.3-v2.8 messages with clinical content to core ``Document``s.
 
-Tolerant on the wire: segments may end in ``\\r``, ``\\n`` or ``\\r\\n``, MLLP
-framing bytes and batch wrappers (FHS/BHS/BTS/FTS) are dropped, and a file
-may hold many messages. hl7apy checks each message (version, MSH, segment
-shape, in its tolerant mode); field *values* are read from the raw segment
-text because hl7apy mangles escapes it does not model (see :mod:`.hl7_text`).
+Accepted: ORU^R01/R30-R32, OUL^R21-R24, MDM^T01-T11 (T05-T11 recorded in
+``meta["document_event"]`` as addendum / edit / replace / cancel) and ADT
+of any event when it carries OBX; anything else is refused naming MSH-9.
 
-One Document per OBR group that carries narrative (ORU) or per message
-(MDM). Narrative = OBX of value type TX, FT, ST, or ED holding text, joined
-with newlines in (OBX-4 sub-ID, OBX-1 set-ID) order; ``Document.text`` is
-that decoded text and all offsets index it. NM/SN results are kept as JSON
-in ``meta["lab_results"]``. Other ``meta`` keys: ``source`` (``hl7``),
-``control_id`` (MSH-10), ``message_type``, ``hl7_version``, ``patient``
-(PID-3 as ``system|value``), ``patient_assigner``, ``encounter`` (PV1-19),
-``date``, ``doc_type`` / ``doc_type_text`` (OBR-4 or TXA-2), ``identifier``.
+Liberal on the wire, as interface engines are: a UTF-8 BOM, segments ending
+in ``\r``, ``\n`` or ``\r\n``, blank lines, MLLP framing bytes and batch
+wrappers (FHS/BHS/BTS/FTS), many messages per file, MSH-18 spelled any
+common way, Z segments and standard segments hl7apy does not know for the
+declared version (PRT in 2.5.1), MDM without TXA. hl7apy still checks the
+rest of the shape (tolerant mode); field *values* are read from the raw
+segment text because hl7apy mangles escapes it does not model (see
+:mod:`.hl7_text`).
+
+One Document per OBR group that carries narrative (or per message when
+there is no OBR). Narrative = OBX of value type TX, FT, ST, or ED holding
+text (plain, HTML, RTF, CDA XML), joined with newlines in (OBX-4 sub-ID,
+OBX-1 set-ID) order; ``Document.text`` is that decoded text and all
+offsets index it. Structured results (NM, SN, CWE/CE/CNE, DT/TS/DTM) are kept
+as JSON in ``meta["lab_results"]`` with their OBR group; a message with
+results and no narrative gives one empty Document (``structured_only``)
+that carries them. An ED that is not text is named in ``meta["warnings"]``.
+Other ``meta`` keys: ``source`` (``hl7``), ``control_id`` (MSH-10),
+``message_type``, ``hl7_version``, ``patient`` (PID-3 as ``system|value``),
+``patient_assigner``, ``encounter`` (PV1-19), ``date``, ``doc_type`` /
+``doc_type_text`` (OBR-4 or TXA-2), ``identifier``, ``document_status``
+(TXA-17), ``result_status`` (OBR-25).
 """
 
 from __future__ import annotations
@@ -26,14 +38,32 @@ from typing import Final
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import HL7Error, shown
 from kiwi_fhir.inputs.hl7_text import Encoding, codec_for, ts_to_fhir, unescape
-from kiwi_fhir.inputs.hl7_values import CODE_SYSTEMS, DOC_TYPES, Segment, ed_text, lab_result
+from kiwi_fhir.inputs.hl7_values import (
+    CODE_SYSTEMS,
+    DOC_TYPES,
+    Segment,
+    ed_text,
+    lab_result,
+    report_info,
+)
 
 _TEXT_TYPES: Final[frozenset[str]] = frozenset({"TX", "FT", "ST"})
-_LAB_TYPES: Final[frozenset[str]] = frozenset({"NM", "SN"})
+_LAB_TYPES: Final[frozenset[str]] = frozenset(
+    {"NM", "SN", "CWE", "CE", "CNE", "DT", "TM", "TS", "DTM"}
+)
+#: Message types that carry clinical content; ADT (any event) only when it has OBX.
 _ACCEPTED: Final[dict[str, frozenset[str]]] = {
-    "ORU": frozenset({"R01"}),
-    "MDM": frozenset({"T02", "T06"}),
+    "ORU": frozenset({"R01", "R30", "R31", "R32"}),
+    "OUL": frozenset({"R21", "R22", "R23", "R24"}),
+    "MDM": frozenset({f"T{n:02d}" for n in range(1, 12)}),
 }
+_ANY_EVENT: Final[frozenset[str]] = frozenset({"ADT"})
+_BOM: Final = "\ufeff"
+#: MDM events whose document relates to an earlier one.
+_MDM_STATUS: Final[dict[str, str]] = {
+    "T05": "addendum", "T06": "addendum", "T07": "edit", "T08": "edit",
+    "T09": "replace", "T10": "replace", "T11": "cancel",
+}  # fmt: skip
 _VERSION_RE = re.compile(r"^2\.[3-8](\.\d+)?$")
 _SEG_RE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _BATCH: Final = ("FHS", "BHS", "BTS", "FTS")
@@ -48,10 +78,11 @@ class _Group:  # mutable on purpose: filled while walking the segments
 def split_messages(raw: str | bytes) -> list[str | bytes]:
     """One chunk per MSH; MLLP framing and batch-only chunks (FHS/BHS...) dropped."""
     if isinstance(raw, bytes):
-        raw = raw.replace(b"\x0b", b"").replace(b"\x1c", b"")
+        raw = raw.replace(b"\x0b", b"").replace(b"\x1c", b"").lstrip()
+        raw = raw.removeprefix(_BOM.encode()).lstrip()
         parts_b = re.split(rb"(?:\r\n|\r|\n)(?=MSH)", raw)
         return [p for p in parts_b if not _only_batch(p.decode("latin-1"))]
-    raw = raw.replace("\x0b", "").replace("\x1c", "")
+    raw = raw.replace("\x0b", "").replace("\x1c", "").lstrip().removeprefix(_BOM).lstrip()
     parts = re.split(r"(?:\r\n|\r|\n)(?=MSH)", raw)
     return [p for p in parts if not _only_batch(p)]
 
@@ -120,9 +151,16 @@ def _message(chunk: str | bytes) -> list[Document]:
     codec = _codec(lines[0])
     mtype = msh.get(9).split(enc.component)
     kind, event = mtype[0], (mtype[1] if len(mtype) > 1 else "")
-    if event not in _ACCEPTED.get(kind, frozenset()):
+    if kind not in _ANY_EVENT and event not in _ACCEPTED.get(kind, frozenset()):
         raise HL7Error(
-            f"unsupported message type {kind[:3]}^{event[:3]} (want ORU^R01, MDM^T02 or MDM^T06)",
+            f"unsupported message type {_code(kind)}^{_code(event)} (want ORU^R01/R30-R32, "
+            "OUL^R21-R24, MDM^T01-T11, or ADT with OBX)",
+            segment="MSH",
+            field="9",
+        )
+    if kind in _ANY_EVENT and not any(s.name == "OBX" for s in segs):
+        raise HL7Error(
+            f"{_code(kind)}^{_code(event)} message carries no clinical content (no OBX)",
             segment="MSH",
             field="9",
         )
@@ -132,6 +170,8 @@ def _message(chunk: str | bytes) -> list[Document]:
     _check_with_hl7apy("\r".join(lines))
     base = _header_meta(segs, enc, codec)
     base.update(message_type=f"{kind}^{event}", hl7_version=version)
+    if kind == "MDM" and event in _MDM_STATUS:
+        base["document_event"] = _MDM_STATUS[event]
     groups = _groups(segs, kind)
     return _documents(groups, segs, enc, codec, base)
 
@@ -162,11 +202,15 @@ def _segments(lines: list[str], enc: Encoding) -> list[Segment]:
 def _check_with_hl7apy(er7: str) -> None:
     """Let hl7apy judge the message shape; its exceptions become ours here."""
     from hl7apy.consts import VALIDATION_LEVEL
-    from hl7apy.exceptions import HL7apyException
+    from hl7apy.exceptions import HL7apyException, InvalidName
     from hl7apy.parser import parse_message
 
     try:
         parse_message(er7, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+    except InvalidName:
+        # A segment hl7apy does not know for the declared version (PRT in
+        # 2.5.1, Z segments): our own reader has checked its shape; not fatal.
+        return
     except HL7apyException as exc:
         raise HL7Error(f"hl7apy rejects the message ({type(exc).__name__})") from exc
 
@@ -213,8 +257,6 @@ def _groups(segs: list[Segment], kind: str) -> list[_Group]:
                 continue
         if seg.name == "OBX":
             groups[-1].obx.append(seg)
-    if kind == "MDM" and not any(g.obr and g.obr.name == "TXA" for g in groups):
-        raise HL7Error("MDM message without a TXA segment", segment="TXA")
     return groups
 
 
@@ -225,12 +267,16 @@ def _documents(
     codec: str | None,
     base: dict[str, str],
 ) -> list[Document]:
+    """One Document per group with narrative; structured results ride on the
+    first one, or, in a message with no narrative at all, on one empty note
+    (no NER runs over it; its Bundle holds the results)."""
     found: list[tuple[str, dict[str, str], list[dict[str, str]]]] = []
     orphan_labs: list[dict[str, str]] = []
     skipped: list[str] = []
     for g in groups:
         lines: list[tuple[tuple[int, ...], int, int, str]] = []
         labs: list[dict[str, str]] = []
+        report = report_info(g.obr, enc, codec)
         for pos, obx in enumerate(g.obx):
             vtype = obx.get(2).split(enc.component)[0].upper()
             key = (_subid(obx.get(4)), _int(obx.get(1)), pos)
@@ -244,7 +290,7 @@ def _documents(
                 else:
                     lines.append((*key, text))
             elif vtype in _LAB_TYPES:
-                labs.append(lab_result(obx, vtype, enc, codec))
+                labs.append({**report, **lab_result(obx, vtype, enc, codec)})
         if not lines:
             orphan_labs.extend(labs)
             continue
@@ -257,20 +303,36 @@ def _documents(
                 field="5",
             )
         found.append(("\n".join(t[3] for t in lines), _group_meta(g, enc, codec), labs))
+    if not found and orphan_labs:
+        first = next((g for g in groups if g.obr is not None), None)
+        gmeta = _group_meta(first, enc, codec) if first is not None else {}
+        found.append(("", {**gmeta, "structured_only": "1"}, []))
     if not found:
         why = f" ({', '.join(skipped)}: unsupported ED payload)" if skipped else ""
-        raise HL7Error(f"no narrative OBX (TX, FT, ST or text ED){why}", segment="OBX", field="5")
+        raise HL7Error(
+            f"no narrative OBX (TX, FT, ST or text ED) and no structured result{why}",
+            segment="OBX",
+            field="5",
+        )
     docs = []
     control = base.get("control_id") or "message"
     for k, (text, gmeta, labs) in enumerate(found, start=1):
         if k == 1:
             labs = labs + orphan_labs
         meta = {**base, **gmeta}
+        if skipped:
+            meta["warnings"] = json.dumps([f"{x}: ED payload is not text; not extracted"
+                                           for x in skipped])  # fmt: skip
         if labs:
             meta["lab_results"] = json.dumps(labs, sort_keys=True)
         doc_id = control if len(found) == 1 else f"{control}.{k}"
         docs.append(Document(id=doc_id, text=text, meta=meta))
     return docs
+
+
+def _code(value: str) -> str:
+    """A message code fit to echo: three letters or digits at most (sender-controlled)."""
+    return re.sub(r"[^A-Z0-9]", "", value.upper())[:3] or "?"
 
 
 def _subid(value: str) -> tuple[int, ...]:
@@ -294,6 +356,8 @@ def _group_meta(g: _Group, enc: Encoding, codec: str | None) -> dict[str, str]:
             meta["doc_type"] = f"http://terminology.hl7.org/CodeSystem/v2-0270|{code}"
             meta["doc_type_text"] = DOC_TYPES.get(code.upper(), code)
         date_field, ident = seg.get(4) or seg.get(6), seg.get(12)
+        if status := seg.get(17).split(enc.component)[0].strip().upper():
+            meta["document_status"] = status  # HL7 table 0271 (TXA-17)
     else:
         ce = [*seg.get(4).split(enc.component), "", "", ""]
         if ce[0]:
@@ -301,6 +365,8 @@ def _group_meta(g: _Group, enc: Encoding, codec: str | None) -> dict[str, str]:
         if ce[1]:
             meta["doc_type_text"] = unescape(ce[1], enc, codec)
         date_field, ident = seg.get(7), seg.get(3)
+        if status := seg.get(25).split(enc.component)[0].strip().upper():
+            meta["result_status"] = status  # HL7 table 0123 (OBR-25)
     if date := ts_to_fhir(date_field):
         meta["date"] = date
     if value := unescape(ident.split(enc.component)[0], enc, codec):

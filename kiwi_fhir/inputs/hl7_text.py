@@ -12,6 +12,7 @@ split over two escapes still decodes.
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -40,6 +41,18 @@ _CHARSETS: Final[dict[str, str]] = {
     "ISO IR100": "latin-1",
     "CP1252": "cp1252",
     "WINDOWS-1252": "cp1252",
+}
+_ALIASES: Final[dict[str, str]] = {
+    **{re.sub(r"[\s_\-]+", "", k): v for k, v in _CHARSETS.items()},
+    "8859": "latin-1",
+    "ISO8859": "latin-1",
+    "ISO88591": "latin-1",
+    "ISOIR100": "latin-1",
+    "LATIN1": "latin-1",
+    "UNICODEUTF8": "utf-8",
+    "UTF8": "utf-8",
+    "ISOIR192": "utf-8",
+    "USASCII": "ascii",
 }
 _TS_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?$")
 
@@ -70,9 +83,18 @@ def codec_for(msh18: str) -> str | None:
     name = msh18.split("~")[0].split("^")[0].strip().upper()
     if not name:
         return None
-    if name not in _CHARSETS:
+    # Senders spell these many ways: "8859", "8859/1", "ISO-8859-1", "ISO_IR 100",
+    # "ISO IR100", "UNICODE UTF8"... compare without separators.
+    key = re.sub(r"[\s_\-]+", "", name)
+    if key in _ALIASES:
+        return _ALIASES[key]
+    try:
+        info = codecs.lookup(name)  # a Python codec name ("latin-1", "cp1250")
+    except LookupError:
+        info = None
+    if info is None or not getattr(info, "_is_text_encoding", True):
         raise ValueError(f"unknown character set {shown(name)}")
-    return _CHARSETS[name]
+    return info.name
 
 
 def unescape(value: str, enc: Encoding, codec: str | None = None) -> str:

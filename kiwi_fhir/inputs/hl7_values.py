@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kiwi_fhir.errors import HL7Error, shown
-from kiwi_fhir.inputs.hl7_text import Encoding, unescape
+from kiwi_fhir.inputs.hl7_text import Encoding, ts_to_fhir, unescape
 from kiwi_fhir.inputs.textconv import to_plain_text
 
 CODE_SYSTEMS: Final[dict[str, str]] = {
@@ -39,7 +39,16 @@ DOC_TYPES: Final[dict[str, str]] = {
     "SP": "Surgical pathology",
     "TS": "Transfer summary",
 }
-_ED_TYPES: Final[dict[str, str]] = {"PLAIN": "text/plain", "HTML": "text/html", "RTF": "text/rtf"}
+_ED_TYPES: Final[dict[str, str]] = {
+    "PLAIN": "text/plain", "HTML": "text/html", "RTF": "text/rtf", "XML": "text/xml",
+    "HL7-V3+XML": "application/hl7-v3+xml", "CDA+XML": "application/cda+xml",
+}  # fmt: skip
+
+
+_MIME_TEXT: Final[frozenset[str]] = frozenset(
+    {"text/plain", "text/html", "text/rtf", "application/rtf", "text/xml", "application/xml",
+     "application/hl7-v3+xml", "application/cda+xml"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ def ed_text(obx: Segment, enc: Encoding, codec: str | None) -> str | None:
     comps += [""] * (5 - len(comps))
     dtype_s, subtype_s, encoding_s = (comps[1].upper(), comps[2].upper(), comps[3].upper())
     ctype = _ED_TYPES.get(subtype_s) if dtype_s in ("TEXT", "TX", "APPLICATION") else None
+    if "/" in subtype_s and subtype_s.lower() in _MIME_TEXT:  # "^Text^text/xml^Base64^"
+        ctype = subtype_s.lower()
     if subtype_s == "RTF":
         ctype = "text/rtf"
     if ctype is None:
@@ -102,9 +113,36 @@ def lab_result(obx: Segment, vtype: str, enc: Encoding, codec: str | None) -> di
         "flag": u(obx.get(8)),
         "status": u(obx.get(11)),
     }
+    if date := ts_to_fhir(obx.get(14)):
+        lab["date"] = date
     if vtype == "SN":
         sn = [*value.split(enc.component), "", "", "", ""]
         lab.update(comparator=u(sn[0]), value=u(sn[1]), separator=u(sn[2]), value2=u(sn[3]))
+    elif vtype in ("CWE", "CE", "CNE"):
+        cv = [*value.split(enc.repetition)[0].split(enc.component), "", "", ""]
+        lab.update(value_code=u(cv[0]), value_display=u(cv[1]),
+                   value_system=CODE_SYSTEMS.get(cv[2].upper(), ""))  # fmt: skip
+    elif vtype in ("DT", "TS", "DTM"):
+        lab["value_datetime"] = ts_to_fhir(value.split(enc.component)[0]) or ""
+        if not lab["value_datetime"]:
+            lab["value"] = u(value)
     else:
         lab["value"] = u(value)
     return {k: v for k, v in lab.items() if v}
+
+
+def report_info(obr: Segment | None, enc: Encoding, codec: str | None) -> dict[str, str]:
+    """The OBR facts a DiagnosticReport of its results needs (``report_*`` keys)."""
+    if obr is None or obr.name != "OBR":
+        return {}
+    ce = [*obr.get(4).split(enc.component), "", "", ""]
+    info = {
+        "report_set": obr.get(1) or obr.label,
+        "report_code": unescape(ce[0], enc, codec),
+        "report_display": unescape(ce[1], enc, codec),
+        "report_system": CODE_SYSTEMS.get(ce[2].upper(), ""),
+        "report_status": obr.get(25).split(enc.component)[0],
+        "report_date": ts_to_fhir(obr.get(7).split(enc.component)[0]) or "",
+        "report_id": unescape(obr.get(3).split(enc.component)[0], enc, codec),
+    }
+    return {k: v for k, v in info.items() if v}

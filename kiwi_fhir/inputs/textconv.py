@@ -1,7 +1,7 @@
 """Bytes and markup to the plain text every offset indexes.
 
-Hospitals send notes as ``text/plain`` in some charset, as HTML or as RTF.
-The model and every offset we emit work on *one* string, so HTML and RTF are
+Hospitals send notes as ``text/plain`` in some charset, as HTML, RTF or CDA XML.
+The model and every offset we emit work on *one* string, so HTML, RTF and CDA are
 converted here and the converted plain text becomes ``Document.text``; the
 original content type is recorded in ``Document.meta["content_type"]`` and
 the FHIR layer points its derivation references at a plain-text copy (see
@@ -50,6 +50,8 @@ _BLOCK_TAGS: Final[frozenset[str]] = frozenset(
         "title",
     }
 )
+#: CDA / C-CDA and other XML documents (inputs/cda.py).
+XML_TYPES: Final = ("text/xml", "application/xml", "application/hl7-v3+xml", "application/cda+xml")
 _SKIP_TAGS: Final[frozenset[str]] = frozenset({"script", "style", "head"})
 _CHARSET_RE = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)\"?", re.IGNORECASE)
 
@@ -161,6 +163,7 @@ def to_plain_text(data: bytes, content_type: str) -> tuple[str, dict[str, str]]:
         "application/xhtml+xml",
         "text/rtf",
         "application/rtf",
+        *XML_TYPES,
     ):
         raise LookupError(base)
     raw, used = decode_bytes(data, charset)
@@ -169,4 +172,8 @@ def to_plain_text(data: bytes, content_type: str) -> tuple[str, dict[str, str]]:
         return raw, meta
     if base in ("text/html", "application/xhtml+xml"):
         return html_to_text(raw), meta
+    if base in XML_TYPES:
+        from kiwi_fhir.inputs.cda import cda_to_text
+
+        return cda_to_text(raw), meta
     return rtf_to_text(raw), meta

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,12 +49,18 @@ def routes(extract: Callable[[Request], Awaitable[Response]]) -> list[Route | Mo
     ]
 
 
+_SEGMENT_LINE = re.compile(r"(?m)^(?:MSH|PID|PV1|OBR|OBX|TXA|EVN)\|")
+
+
 def detect(content: str) -> str:
     """What was pasted: FHIR JSON, an HL7 v2 message, or a plain note."""
-    head = content.lstrip()
+    head = content.lstrip("\ufeff\x0b \t\r\n")
     if head.startswith("{"):
         return intake.DOCREF
-    if head.startswith("MSH") or head.startswith("\x0bMSH"):
+    # HL7 segments anywhere (a message pasted after a line of prose, or with the
+    # MSH missing) must be refused as HL7, never run through NER as a note: that
+    # made a patient's surname in PID-5 a "problem".
+    if head.startswith("MSH") or _SEGMENT_LINE.search(content):
         return intake.HL7
     return intake.TEXT
 
