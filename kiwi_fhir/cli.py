@@ -244,6 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after the pretraining stage (its encoder is then a --encoder for later runs)",
     )
     tr.add_argument(
+        "--pseudo-data",
+        metavar="DIR",
+        help="self-training: notes a teacher model labelled (kiwi-fhir extract --format brat "
+        "--out DIR, with the .txt files copied beside the .ann); the encoder is first "
+        "fine-tuned on them plus the gold training split, then the normal gold-only "
+        "fine-tuning starts from it (default: no self-training stage)",
+    )
+    tr.add_argument(
+        "--pseudo-notes",
+        type=int,
+        metavar="N",
+        help="use the first N notes of --pseudo-data, by file name (default: all)",
+    )
+    tr.add_argument(
+        "--pseudo-epochs",
+        type=int,
+        default=8,
+        metavar="N",
+        help="epochs of the gold + pseudo-labelled stage (default 8)",
+    )
+    tr.add_argument(
+        "--selftrain-dir",
+        metavar="DIR",
+        help="where the self-trained encoder is written (default: MODEL_DIR/selftrained-encoder); "
+        "a finished one with the same notes and settings is reused",
+    )
+    tr.add_argument(
         "--layer-decay",
         type=float,
         default=1.0,

@@ -142,6 +142,24 @@ def run_train(args: argparse.Namespace) -> int:
         if args.pretrain_only:
             print(f"adapted encoder written to {encoder}")
             return 0
+    fit_kwargs: dict[str, Any] = dict(
+        seed=args.seed,
+        order_seed=args.order_seed,
+        lr=args.lr,
+        ema=args.ema,
+        mask_prob=args.mask_prob,
+        layer_decay=args.layer_decay,
+        mask_scope=args.mask_scope,
+        mask_until=args.mask_until,
+        replace_prob=args.replace_prob,
+        crf=args.crf,
+        mask_drop_labels=args.mask_drop_labels,
+    )
+    selftrain_minutes = 0.0
+    if args.pseudo_data:
+        t_self = time.time()
+        encoder = _selftrain_stage(args, pipe, encoder, train_docs, dev_docs, out, fit_kwargs)
+        selftrain_minutes = (time.time() - t_self) / 60
     t0 = time.time()
     adapted = None
     if args.tapt_epochs:
@@ -156,17 +174,7 @@ def run_train(args: argparse.Namespace) -> int:
             train_docs,
             dev_docs,
             epochs=args.epochs,
-            seed=args.seed,
-            order_seed=args.order_seed,
-            lr=args.lr,
-            ema=args.ema,
-            mask_prob=args.mask_prob,
-            layer_decay=args.layer_decay,
-            mask_scope=args.mask_scope,
-            mask_until=args.mask_until,
-            replace_prob=args.replace_prob,
-            crf=args.crf,
-            mask_drop_labels=args.mask_drop_labels,
+            **fit_kwargs,
         )
     finally:  # the adapted encoder's weights are only an input to fit()
         if adapted is not None:
@@ -260,6 +268,10 @@ def run_train(args: argparse.Namespace) -> int:
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "pretrain_data": [Path(d).name for d in args.pretrain_data or []],
         "pretrain_minutes": round(pretrain_minutes, 1),
+        "pseudo_data": Path(args.pseudo_data).name if args.pseudo_data else None,
+        "pseudo_notes": args.pseudo_notes if args.pseudo_data else None,
+        "pseudo_epochs": args.pseudo_epochs if args.pseudo_data else None,
+        "selftrain_minutes": round(selftrain_minutes, 1),
         "train_minutes": round(train_minutes, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dev_metrics": metrics,
@@ -287,6 +299,33 @@ def _pretrain_stage(
     where = Path(args.pretrain_dir) if args.pretrain_dir else out / "pretrained-encoder"
     cfg = PretrainConfig(steps=steps, seed=args.seed)
     return pretrain(encoder, tok, texts, where, cfg, epochs=epochs)
+
+
+def _selftrain_stage(
+    args: argparse.Namespace,
+    pipe: BertPipeline,
+    encoder: Path,
+    train_docs: list[Any],
+    dev_docs: list[Any],
+    out: Path,
+    fit_kwargs: dict[str, Any],
+) -> Path:
+    """Gold + teacher-labelled notes first; the gold-only fine-tuning follows."""
+    from kiwi_fhir.training.loop import fit
+    from kiwi_fhir.training.selftrain import load_pseudo, selftrain
+
+    if args.pseudo_epochs < 1:
+        raise InputError(f"--pseudo-epochs {args.pseudo_epochs}: must be 1 or more")
+    pseudo = load_pseudo(Path(args.pseudo_data), [*train_docs, *dev_docs], args.pseudo_notes)
+    where = Path(args.selftrain_dir) if args.selftrain_dir else out / "selftrained-encoder"
+    settings = {"epochs": args.pseudo_epochs, "encoder": encoder.name,
+                **{k: v for k, v in fit_kwargs.items() if k != "order_seed"}}  # fmt: skip
+
+    def fit_encoder(docs: Any) -> Any:
+        tagger, _ = fit(pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, **fit_kwargs)
+        return tagger
+
+    return selftrain(fit_encoder, encoder, train_docs, pseudo, where, settings)
 
 
 LEXICON_FILE = "drug_lexicon.txt.gz"
