@@ -24,10 +24,9 @@ from kiwi_fhir.core import Document, Entity, Extraction
 from kiwi_fhir.errors import InputError, KiwiError
 from kiwi_fhir.extractors.onnx import OnnxExtractor
 from kiwi_fhir.fhir import to_bundle
-from kiwi_fhir.inputs import load_documents_lenient
+from kiwi_fhir.inputs import formats, load_documents_lenient
 from kiwi_fhir.serialize import to_dict
 
-INPUT_SUFFIXES = (".txt", ".json", ".hl7")
 CHUNK = 8  # documents per extractor call: keeps batches full, memory flat
 
 
@@ -36,7 +35,8 @@ def expand(paths: list[str]) -> list[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in INPUT_SUFFIXES))
+            known = formats.suffixes()
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in known))
         else:
             out.append(p)
     return out

@@ -11,7 +11,7 @@ from kiwi_fhir.core import Document
 from kiwi_fhir.errors import DocumentError, HL7Error, KiwiError
 from kiwi_fhir.inputs import load_documents, load_documents_lenient, parse_hl7
 from kiwi_fhir.inputs.hl7 import parse_hl7_items
-from kiwi_fhir.inputs.hl7_text import Encoding, ts_to_fhir, unescape
+from kiwi_fhir.inputs.hl7_syntax import Encoding, ts_to_fhir, unescape
 
 DATA = Path(__file__).parent / "data"
 

@@ -18,7 +18,7 @@ from kiwi_fhir.errors import HL7Error
 from kiwi_fhir.fhir import to_bundle
 from kiwi_fhir.inputs import load_documents, parse_hl7
 from kiwi_fhir.inputs.cda import cda_to_text
-from kiwi_fhir.inputs.hl7_text import codec_for
+from kiwi_fhir.inputs.hl7_syntax import codec_for
 
 DATA = Path(__file__).parent / "data"
 HL7 = DATA / "hl7"

@@ -85,6 +85,14 @@ def test_extract_hl7_and_document_reference(stub: Any) -> None:
         timeout=60,
     )
     assert hl7.status == pb.JOB_STATUS_DONE and len(hl7.documents) == 1
+    assert list(hl7.documents[0].warnings) == []
+    # an ED that is not text is named (OBX[n]: the n-th OBX) in the warnings, not dropped
+    pdf = b"OBX|9|ED|18748-4^Report^LN||^application^pdf^Base64^JVBERi0xLjQK||||||F\r"
+    msg = (HL7_DIR / "svc_oru_progress.hl7").read_bytes().rstrip(b"\r\n") + b"\r" + pdf
+    msg = msg.replace(b"|P|2.5", b"1|P|2.5", 1)  # another control id: not a correction
+    warned = stub.ExtractHL7(pb.ExtractHL7Request(message=msg), metadata=AUTH, timeout=60)
+    assert warned.status == pb.JOB_STATUS_DONE
+    assert list(warned.documents[0].warnings) == ["OBX[3]: ED payload is not text; not extracted"]
     dr = {"resourceType": "DocumentReference", "id": "dr-svc-1", "meta": {"versionId": "1"},
           "status": "current", "subject": {"reference": "Patient/p1"},
           "content": [{"attachment": {"contentType": "text/plain",

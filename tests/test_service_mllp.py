@@ -175,3 +175,19 @@ def test_truncated_frame_and_two_message_frame_on_one_connection(server: Server)
     count = next(float(line.split()[1]) for line in metrics.splitlines()
                  if line.startswith("kiwi_fhir_mllp_truncated_frames_total"))  # fmt: skip
     assert count >= 1
+
+
+def test_accepted_message_names_what_was_not_extracted_in_a_warning_err(server: Server) -> None:
+    # narrative plus a PDF: AA, and an ERR of severity W names the skipped OBX
+    pdf = b"OBX|2|ED|18748-4^Report^LN||^application^pdf^Base64^JVBERi0xLjQK||||||F\r"
+    msg = oru("WARN1") + pdf
+    bom = b"\xef\xbb\xbf" + oru("BOM1")  # a BOM before MSH still gives MSA-2
+    with _connect(server) as s:
+        s.sendall(frame(msg) + frame(bom))
+        warned, plain = (ack_fields(a) for a in read_acks(s, 2))
+    assert (warned["code"], warned["control_id"]) == ("AA", "WARN1")
+    err = warned["err"]
+    assert err[2] == "OBX^1^5" and err[3].startswith("0^") and err[4] == "W"
+    assert "OBX[2]: ED payload is not text; not extracted" in err[8]
+    assert (plain["code"], plain["control_id"], plain["err"]) == ("AA", "BOM1", None)
+    assert KEY + "BOM1" in {j["dedup_key"] for j in jobs(server.db)}

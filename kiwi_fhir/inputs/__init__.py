@@ -1,9 +1,10 @@
 """Turning what arrives (files, FHIR JSON, HL7 v2) into core ``Document``s.
 
-One loader per input kind; :func:`load_documents` dispatches on the file
-name. Offsets of everything we extract index ``Document.text``, i.e. the
-note after decoding (base64, charset, HL7 escapes) and, for HTML/RTF, after
-conversion to plain text -- never the raw bytes of the container.
+One format per input kind (:mod:`.formats`, the registry every caller
+uses); :func:`load_documents` picks it by the file's suffix. Offsets of
+everything we extract index ``Document.text``, i.e. the note after
+decoding (base64, charset, HL7 escapes) and, for HTML/RTF, after conversion
+to plain text -- never the raw bytes of the container.
 
 Documents loaded from a file are named ``<stem>`` or, when the file holds
 several, ``<stem>.<n>`` (1-based, in file order), so output names are stable;
@@ -16,28 +17,25 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from kiwi_fhir.brat import read_text
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import DocumentError
+from kiwi_fhir.inputs import formats
 from kiwi_fhir.inputs.docref import (
-    Fetcher,
     HttpFetcher,
     parse_document_reference,
-    parse_document_reference_items,
 )
-from kiwi_fhir.inputs.hl7 import parse_hl7, parse_hl7_items
+from kiwi_fhir.inputs.formats import Fetcher
+from kiwi_fhir.inputs.hl7 import parse_hl7
 
 __all__ = [
     "Fetcher",
     "HttpFetcher",
+    "formats",
     "load_documents",
     "load_documents_lenient",
     "parse_document_reference",
     "parse_hl7",
 ]
-
-SUFFIXES = (".txt", ".json", ".hl7")
-
 
 def load_documents(path: Path, *, fetcher: Fetcher | None = None) -> list[Document]:
     """All notes in one input file (a file may carry several documents).
@@ -54,33 +52,21 @@ def load_documents(path: Path, *, fetcher: Fetcher | None = None) -> list[Docume
 def load_documents_lenient(
     path: Path, *, fetcher: Fetcher | None = None
 ) -> tuple[list[Document], list[DocumentError]]:
-    """(documents, errors) of one file; every error names the file and where in it."""
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        try:
-            return [Document(id=path.stem, text=read_text(path), meta={"source": "file"})], []
-        except DocumentError as exc:
-            return [], [exc]
-    if suffix not in SUFFIXES:
-        err = DocumentError(f"{path}: unsupported input kind {path.suffix or '(no suffix)'!r}")
-        return [], [err]
+    """(documents, errors) of one file; every error names the file and where in it.
+
+    The format is chosen by suffix (:mod:`.formats`)."""
+    if not path.exists():
+        return [], [DocumentError(f"{path}: no such file or directory")]
+    fmt = formats.by_suffix(path.suffix)
+    if fmt is None:
+        known = ", ".join(formats.suffixes())
+        kind = repr(path.suffix) if path.suffix else "(no suffix)"
+        return [], [DocumentError(f"{path}: unsupported input kind {kind}; known: {known}")]
     try:
         raw = path.read_bytes()
     except OSError as exc:
         return [], [DocumentError(f"{path}: cannot read ({exc.strerror})")]
-    items: list[Document | DocumentError] = []
-    if suffix == ".json":
-        try:
-            text = raw.decode("utf-8-sig")  # RFC 8259: JSON exchanged between systems is UTF-8
-        except UnicodeDecodeError:
-            return [], [DocumentError(f"{path}: JSON is not valid UTF-8")]
-        items.extend(parse_document_reference_items(text, fetcher=fetcher, source=str(path)))
-    else:
-        for item in parse_hl7_items(raw):
-            if isinstance(item, DocumentError):
-                item.args = (f"{path}: {item.args[0]}",)
-            items.append(item)
-    return _renamed(items, path.stem)
+    return _renamed(fmt.parse(raw, fetcher=fetcher, source=str(path)), path.stem)
 
 
 def _renamed(
@@ -94,6 +80,9 @@ def _renamed(
             errors.append(item)
             continue
         new_id = stem if len(items) == 1 else f"{stem}.{n}"
+        if new_id == item.id:  # a plain-text file is already named by its stem
+            docs.append(item)
+            continue
         meta = {**item.meta, "source_id": item.meta.get("source_id") or item.id}
         docs.append(replace(item, id=new_id, meta=meta))
     return docs, errors

@@ -20,18 +20,16 @@ from __future__ import annotations
 import base64
 import binascii
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.error import URLError
 
 from kiwi_fhir.core import Document
-from kiwi_fhir.errors import FhirInputError, UnsupportedContentTypeError, shown
+from kiwi_fhir.errors import DocumentError, FhirInputError, UnsupportedContentTypeError, shown
 from kiwi_fhir.inputs import jsonin
+from kiwi_fhir.inputs.formats import Fetcher, Identity
 from kiwi_fhir.inputs.textconv import XML_TYPES, split_content_type, to_plain_text
-
-#: (bytes, Content-Type header or None)
-Fetcher = Callable[[str], tuple[bytes, str | None]]
 
 _BUNDLE_TYPES: Final = frozenset({"collection", "transaction", "searchset", "batch"})
 _PREFERENCE: Final[tuple[str, ...]] = (
@@ -263,3 +261,39 @@ def _s(value: Any) -> str:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+class FhirDocumentFormat:
+    """FHIR JSON: a DocumentReference, or a Bundle of them."""
+
+    name: Final = "docref"
+    suffixes: Final = (".json",)
+    media_types: Final = ("application/fhir+json", "application/json")
+
+    def sniff(self, raw: bytes) -> bool:
+        return raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+
+    def identity(self, raw: bytes) -> Identity | None:
+        """``ResourceType/id|version``, the FHIR identity of a stored resource
+        version; without ``meta.versionId`` an edit is a new version."""
+        try:
+            obj = jsonin.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, FhirInputError):
+            return None
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            return None
+        meta = obj.get("meta")
+        version = meta.get("versionId", "") if isinstance(meta, dict) else ""
+        version = version if isinstance(version, str) else ""
+        key = f"fhir:{obj.get('resourceType')}/{obj['id']}|{version}"
+        return Identity(key, "meta.versionId" if version else "id", versioned=bool(version))
+
+    def parse(
+        self, raw: bytes, *, fetcher: Fetcher | None = None, source: str = ""
+    ) -> list[Document | DocumentError]:
+        try:
+            text = raw.decode("utf-8-sig")  # RFC 8259: JSON exchanged between systems is UTF-8
+        except UnicodeDecodeError as exc:
+            where = f"{source}: " if source else ""
+            return [DocumentError(f"{where}JSON is not valid UTF-8 at byte {exc.start}")]
+        return list(parse_document_reference_items(text, fetcher=fetcher, source=source))

@@ -11,7 +11,7 @@ common way, Z segments and standard segments hl7apy does not know for the
 declared version (PRT in 2.5.1), MDM without TXA. hl7apy still checks the
 rest of the shape (tolerant mode); field *values* are read from the raw
 segment text because hl7apy mangles escapes it does not model (see
-:mod:`.hl7_text`).
+:mod:`.hl7_syntax`).
 
 One Document per OBR group that carries narrative (or per message when
 there is no OBR). Narrative = OBX of value type TX, FT, ST, or ED holding
@@ -36,8 +36,19 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from kiwi_fhir.core import Document
-from kiwi_fhir.errors import HL7Error, shown
-from kiwi_fhir.inputs.hl7_text import Encoding, codec_for, ts_to_fhir, unescape
+from kiwi_fhir.errors import DocumentError, HL7Error, shown
+from kiwi_fhir.inputs.formats import Fetcher, Identity
+from kiwi_fhir.inputs.hl7_syntax import (
+    BATCH_SEGMENTS,
+    Encoding,
+    codec_for,
+    looks_like_hl7,
+    read_msh,
+    segment_lines,
+    split_messages,
+    ts_to_fhir,
+    unescape,
+)
 from kiwi_fhir.inputs.hl7_values import (
     CODE_SYSTEMS,
     DOC_TYPES,
@@ -58,7 +69,6 @@ _ACCEPTED: Final[dict[str, frozenset[str]]] = {
     "MDM": frozenset({f"T{n:02d}" for n in range(1, 12)}),
 }
 _ANY_EVENT: Final[frozenset[str]] = frozenset({"ADT"})
-_BOM: Final = "\ufeff"
 #: MDM events whose document relates to an earlier one.
 _MDM_STATUS: Final[dict[str, str]] = {
     "T05": "addendum", "T06": "addendum", "T07": "edit", "T08": "edit",
@@ -66,30 +76,12 @@ _MDM_STATUS: Final[dict[str, str]] = {
 }  # fmt: skip
 _VERSION_RE = re.compile(r"^2\.[3-8](\.\d+)?$")
 _SEG_RE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
-_BATCH: Final = ("FHS", "BHS", "BTS", "FTS")
 
 
 @dataclass
 class _Group:  # mutable on purpose: filled while walking the segments
     obr: Segment | None = None
     obx: list[Segment] = field(default_factory=list)
-
-
-def split_messages(raw: str | bytes) -> list[str | bytes]:
-    """One chunk per MSH; MLLP framing and batch-only chunks (FHS/BHS...) dropped."""
-    if isinstance(raw, bytes):
-        raw = raw.replace(b"\x0b", b"").replace(b"\x1c", b"").lstrip()
-        raw = raw.removeprefix(_BOM.encode()).lstrip()
-        parts_b = re.split(rb"(?:\r\n|\r|\n)(?=MSH)", raw)
-        return [p for p in parts_b if not _only_batch(p.decode("latin-1"))]
-    raw = raw.replace("\x0b", "").replace("\x1c", "").lstrip().removeprefix(_BOM).lstrip()
-    parts = re.split(r"(?:\r\n|\r|\n)(?=MSH)", raw)
-    return [p for p in parts if not _only_batch(p)]
-
-
-def _only_batch(chunk: str) -> bool:
-    lines = [ln for ln in re.split(r"\r\n|\r|\n", chunk) if ln.strip()]
-    return all(ln[:3] in _BATCH for ln in lines)
 
 
 def parse_hl7(raw: str | bytes) -> list[Document]:
@@ -138,8 +130,7 @@ def _message(chunk: str | bytes) -> list[Document]:
             ) from exc
     else:
         text = chunk
-    lines = [ln for ln in re.split(r"\r\n|\r|\n", text) if ln.strip()]
-    lines = [ln for ln in lines if ln[:3] not in _BATCH]
+    lines = [ln for ln in segment_lines(text) if ln[:3] not in BATCH_SEGMENTS]
     if not lines or not lines[0].startswith("MSH"):
         raise HL7Error("message does not start with an MSH segment", segment="MSH")
     try:
@@ -372,3 +363,30 @@ def _group_meta(g: _Group, enc: Encoding, codec: str | None) -> dict[str, str]:
     if value := unescape(ident.split(enc.component)[0], enc, codec):
         meta["identifier"] = f"|{value}"
     return meta
+
+
+class HL7v2Format:
+    """HL7 v2 ER7: one or more messages (a file, an MLLP frame, a gRPC field)."""
+
+    name: Final = "hl7"
+    suffixes: Final = (".hl7",)
+    media_types: Final = ("x-application/hl7-v2+er7", "application/hl7-v2")
+
+    def sniff(self, raw: bytes) -> bool:
+        return looks_like_hl7(raw.decode("latin-1"))
+
+    def identity(self, raw: bytes) -> Identity | None:
+        msh = read_msh(raw)
+        if msh is None or not msh.control_id:
+            return None
+        return Identity(f"hl7:{msh.sending_app}|{msh.sending_facility}|{msh.control_id}", "MSH-10")
+
+    def parse(
+        self, raw: bytes, *, fetcher: Fetcher | None = None, source: str = ""
+    ) -> list[Document | DocumentError]:
+        items: list[Document | DocumentError] = []
+        for item in parse_hl7_items(raw):
+            if isinstance(item, HL7Error) and source:
+                item.args = (f"{source}: {item.args[0]}",)
+            items.append(item)
+        return items

@@ -1,7 +1,7 @@
 """HL7 v2 segment values: coded fields, ED payloads and structured results.
 
 Split from :mod:`.hl7` (message structure) so each stays readable; field
-values come from the raw ER7 text, see :mod:`.hl7_text` for why.
+values come from the raw ER7 text, see :mod:`.hl7_syntax` for why.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kiwi_fhir.errors import HL7Error, shown
-from kiwi_fhir.inputs.hl7_text import Encoding, ts_to_fhir, unescape
+from kiwi_fhir.inputs.hl7_syntax import Encoding, ts_to_fhir, unescape
 from kiwi_fhir.inputs.textconv import to_plain_text
 
 CODE_SYSTEMS: Final[dict[str, str]] = {

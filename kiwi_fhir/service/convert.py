@@ -55,6 +55,7 @@ def response(job: store.Job, *, duplicate: bool = False) -> pb.ExtractResponse:
                 entities=[_mention(m) for m in d["entities"]],
                 modifiers=[_mention(m) for m in d["modifiers"]],
                 relations=[_relation(r) for r in d["relations"]],
+                warnings=json.loads(d["document"].get("meta", {}).get("warnings") or "[]"),
             ))  # fmt: skip
     return out
 

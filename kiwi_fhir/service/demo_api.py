@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kiwi_fhir.errors import FhirInputError, InvalidFieldError
-from kiwi_fhir.inputs import jsonin
+from kiwi_fhir.inputs import formats, jsonin
 from kiwi_fhir.service import intake, store
 
 if TYPE_CHECKING:
@@ -49,20 +48,14 @@ def routes(extract: Callable[[Request], Awaitable[Response]]) -> list[Route | Mo
     ]
 
 
-_SEGMENT_LINE = re.compile(r"(?m)^(?:MSH|PID|PV1|OBR|OBX|TXA|EVN)\|")
-
-
 def detect(content: str) -> str:
-    """What was pasted: FHIR JSON, an HL7 v2 message, or a plain note."""
-    head = content.lstrip("\ufeff\x0b \t\r\n")
-    if head.startswith("{"):
-        return intake.DOCREF
-    # HL7 segments anywhere (a message pasted after a line of prose, or with the
-    # MSH missing) must be refused as HL7, never run through NER as a note: that
-    # made a patient's surname in PID-5 a "problem".
-    if head.startswith("MSH") or _SEGMENT_LINE.search(content):
-        return intake.HL7
-    return intake.TEXT
+    """What was pasted: FHIR JSON, an HL7 v2 message, or a plain note.
+
+    The registry sniffs the formats in order; HL7 segment lines anywhere (a
+    message pasted after a line of prose, or with the MSH missing) count as
+    HL7, so a message is refused as HL7 rather than run through NER as a note:
+    that made a patient's surname in PID-5 a "problem"."""
+    return formats.sniff(content.encode("utf-8")).name
 
 
 def new_job(content: str, kind: str, principal: str = "") -> store.NewJob:

@@ -10,57 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from kiwi_fhir.core import Document
-from kiwi_fhir.errors import FhirInputError, HL7Error, InvalidFieldError
-from kiwi_fhir.inputs import jsonin, parse_document_reference, parse_hl7
+from kiwi_fhir.errors import DocumentError, FhirInputError, HL7Error, InvalidFieldError
+from kiwi_fhir.inputs import formats
 from kiwi_fhir.service.store import Job, NewJob
 
 TEXT: Final = "text"
 HL7: Final = "hl7"
 DOCREF: Final = "docref"
-_SEG_SPLIT = re.compile(rb"\r\n|\r|\n")
-_MSH_AT_LINE_START = re.compile(rb"(?:^|[\r\n\x0b])(MSH[^\r\n]{5})")
-
-
-@dataclass(frozen=True)
-class MshHeader:
-    """The MSH fields an ACK needs; read leniently so even a bad message gets one."""
-
-    field_sep: str
-    encoding: str
-    sending_app: str
-    sending_facility: str
-    receiving_app: str
-    receiving_facility: str
-    control_id: str
-    processing_id: str
-    version: str
-    event: str
-
-
-def read_msh(raw: bytes) -> MshHeader | None:
-    """MSH of the first message in ``raw``; None when there is no usable MSH."""
-    m = _MSH_AT_LINE_START.search(raw)
-    if m is None:
-        return None
-    start = m.start(1)
-    line = _SEG_SPLIT.split(raw[start:], maxsplit=1)[0].decode("latin-1")
-    sep = line[3]
-    f = line.split(sep)
-    f.insert(1, sep)  # so f[n] is MSH-n
-
-    def get(n: int, limit: int = 180) -> str:
-        return f[n][:limit] if n < len(f) else ""
-
-    comp = get(2)[:1] or "^"
-    mtype = get(9).split(comp)
-    return MshHeader(sep, get(2, 4) or "^~\\&", get(3), get(4), get(5), get(6), get(10, 199),
-                     get(11, 3) or "P", get(12, 20) or "2.5",
-                     mtype[1][:3] if len(mtype) > 1 else "")  # fmt: skip
 
 
 def owner_of(source: str, principal: str = "") -> str:
@@ -70,11 +29,6 @@ def owner_of(source: str, principal: str = "") -> str:
     fingerprint, ``token`` for the shared bearer token); empty means anonymous.
     """
     return f"{source}:{principal or 'anonymous'}"
-
-
-def message_count(raw: bytes) -> int:
-    """MSH segments at line starts: how many messages ``raw`` holds."""
-    return len(_MSH_AT_LINE_START.findall(raw))
 
 
 def _sha(owner: str, *parts: bytes) -> str:
@@ -122,56 +76,64 @@ def text_job(text: str, patient: str, encounter: str, document_id: str, source: 
                   content_sha256=digest, longest_note=len(payload))  # fmt: skip
 
 
-def hl7_job(raw: bytes, source: str, principal: str = "") -> NewJob:
-    """Refuses what cannot become a note: bad header, wrong type, no narrative."""
+def format_job(kind: str, raw: bytes, source: str, principal: str = "") -> NewJob:
+    """A job for a payload of input format ``kind`` (:mod:`kiwi_fhir.inputs.formats`).
+
+    Refuses, before anything is stored, what cannot become a note: the
+    format's first error (naming segment and field, or JSON path), or no
+    document at all."""
+    fmt = formats.get(kind)
     if not raw.strip():
-        raise InvalidFieldError("message", "empty HL7 message")
-    docs = parse_hl7(raw)  # raises HL7Error naming segment and field
+        raise InvalidFieldError(*_EMPTY.get(kind, ("content", "empty")))
+    docs = formats.parse_strict(fmt, raw, source=_SOURCE.get(kind, ""))
     if not docs:
-        raise HL7Error("message carries no narrative text", segment="OBX", field="5")
-    msh = read_msh(raw)
-    key = None
-    if msh is not None and msh.control_id:
-        key = f"hl7:{msh.sending_app}|{msh.sending_facility}|{msh.control_id}"
+        raise _nothing(kind)
+    ident = fmt.identity(raw)
     owner = owner_of(source, principal)
-    return NewJob(source, HL7, raw, _sha(owner, HL7.encode(), raw), _scoped(owner, key),
-                  owner=owner, identity_field="MSH-10",
-                  content_sha256=content_digest(owner, docs), longest_note=_longest(docs))
+    return NewJob(source, fmt.name, raw, _sha(owner, fmt.name.encode(), raw),
+                  _scoped(owner, ident.key if ident else None), owner=owner,
+                  versioned=ident.versioned if ident else True,
+                  identity_field=ident.field if ident else "",
+                  content_sha256=content_digest(owner, docs), longest_note=_longest(docs),
+                  warnings=warnings(docs))
+
+
+def warnings(docs: list[Document]) -> tuple[str, ...]:
+    """The parsers' warnings (what was not turned into a document), in order, once each."""
+    seen: dict[str, None] = {}
+    for d in docs:
+        for w in json.loads(d.meta.get("warnings") or "[]"):
+            seen[str(w)] = None
+    return tuple(seen)
+
+
+#: What errors name: the request field an empty payload came in, the name a
+#: JSON path is relative to, the error for a payload without a note.
+_EMPTY: Final = {HL7: ("message", "empty HL7 message"), DOCREF: ("resource_json", "empty")}
+_SOURCE: Final = {DOCREF: "resource_json"}
+
+
+def _nothing(kind: str) -> DocumentError:
+    if kind == HL7:
+        return HL7Error("message carries no narrative text", segment="OBX", field="5")
+    if kind == DOCREF:
+        return FhirInputError("$", "no note text found", source="resource_json")
+    return DocumentError(f"{kind} payload carries no note")
+
+
+def hl7_job(raw: bytes, source: str, principal: str = "") -> NewJob:
+    return format_job(HL7, raw, source, principal)
 
 
 def docref_job(resource_json: str, source: str, principal: str = "") -> NewJob:
-    if not resource_json.strip():
-        raise InvalidFieldError("resource_json", "empty")
-    obj = jsonin.loads(resource_json, source="resource_json")
-    docs = parse_document_reference(obj)
-    if not docs:
-        raise FhirInputError("$", "no note text found", source="resource_json")
-    payload = resource_json.encode("utf-8")
-    owner = owner_of(source, principal)
-    key, versioned = _docref_key(obj)
-    return NewJob(source, DOCREF, payload, _sha(owner, DOCREF.encode(), payload),
-                  _scoped(owner, key), owner=owner, versioned=versioned,
-                  identity_field="meta.versionId" if versioned else "id",
-                  content_sha256=content_digest(owner, docs), longest_note=_longest(docs))
-
-
-def _docref_key(obj: Any) -> tuple[str | None, bool]:
-    """``ResourceType/id|version`` -- the FHIR identity of a stored resource version --
-    and whether it names a version (without ``meta.versionId`` an edit is a new one)."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
-        return None, True
-    meta = obj.get("meta")
-    version = meta.get("versionId", "") if isinstance(meta, dict) else ""
-    version = version if isinstance(version, str) else ""
-    return f"fhir:{obj.get('resourceType')}/{obj['id']}|{version}", bool(version)
+    return format_job(DOCREF, resource_json.encode("utf-8"), source, principal)
 
 
 def documents(job: Job) -> list[Document]:
     """The notes of a stored job (same parsers as at intake)."""
-    if job.kind == HL7:
-        return parse_hl7(job.payload)
-    if job.kind == DOCREF:
-        return parse_document_reference(job.payload.decode("utf-8"), source="resource_json")
+    if job.kind != TEXT:
+        fmt = formats.get(job.kind)
+        return formats.parse_strict(fmt, job.payload, source=_SOURCE.get(job.kind, ""))
     params = json.loads(job.params)
     meta = {"source": "grpc"}
     for key in ("patient", "encounter"):

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
 from typing import TYPE_CHECKING, Final
 
 from kiwi_fhir.errors import HL7Error, PayloadTooLargeError
+from kiwi_fhir.inputs.hl7_syntax import AckError, ack_text, message_count, read_msh
 from kiwi_fhir.service import intake
 from kiwi_fhir.service.status import error_field, outcome, public_message
 from kiwi_fhir.service.tls import peer_principal, server_tls_context
@@ -111,39 +113,28 @@ class FrameReader:
 def one_message(frame: bytes) -> bytes:
     """MLLP carries one message per frame: a second MSH is refused (AR), never
     half-acknowledged (an ACK names one control id)."""
-    if intake.message_count(frame) > 1:
+    if message_count(frame) > 1:
         raise HL7Error("frame holds more than one message; send one message per MLLP frame",
                        segment="MSH", field="")  # fmt: skip
     return frame
 
 
-def build_ack(raw: bytes, code: str, exc: BaseException | None = None) -> bytes:
-    """An ACK for ``raw`` (sender/receiver swapped, MSA-2 = its MSH-10)."""
-    h = intake.read_msh(raw)
-    fs, enc = (h.field_sep, h.encoding) if h else ("|", "^~\\&")
-    comp = enc[:1] or "^"
-
-    def clean(value: str) -> str:  # our own text must not break the ER7 structure
-        for ch in (fs, *enc, "\r", "\n"):
-            value = value.replace(ch, " ")
-        return value
-
-    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    event = h.event if h else ""
-    msh = fs.join(["MSH", enc, h.receiving_app if h else "KIWI-FHIR",
-                   h.receiving_facility if h else "", h.sending_app if h else "",
-                   h.sending_facility if h else "", now, "",
-                   f"ACK{comp}{event}{comp}ACK" if event else "ACK",
-                   f"KF{now}{next(_ids):06d}", h.processing_id if h else "P",
-                   h.version if h else "2.5"])  # fmt: skip
-    segs = [msh, fs.join(["MSA", code, h.control_id if h else ""])]
+def build_ack(raw: bytes, code: str, exc: BaseException | None = None,
+              warnings: Sequence[str] = ()) -> bytes:  # fmt: skip
+    """An MLLP-framed ACK for ``raw``; ``exc`` becomes its ERR segment, each
+    warning an ERR of severity W (table 0357 code 0: the message was accepted)."""
+    errors = [AckError(_location(w), "0", w, "W") for w in warnings]
     if exc is not None:
-        where = error_field(exc).split("-")
-        loc = comp.join([where[0], "1", where[1]]) if len(where) == 2 else ""
-        text = clean(public_message(exc))[:200]
-        err_code = f"{outcome(exc).hl7_error}{comp}{text}{comp}HL70357"
-        segs.append(fs.join(["ERR", "", loc, err_code, "E", "", "", "", text]))
-    return SB + ("\r".join(segs) + "\r").encode("utf-8") + EB
+        errors.append(AckError(error_field(exc), outcome(exc).hl7_error, public_message(exc)))
+    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    text = ack_text(read_msh(raw), code, errors, now=now, message_id=f"KF{now}{next(_ids):06d}")
+    return SB + text.encode("utf-8") + EB
+
+
+def _location(warning: str) -> str:
+    """``OBX-5`` for a warning that starts ``OBX[2]: ...`` (ERR-2 has no set-ID slot here)."""
+    seg = warning[:3]
+    return f"{seg}-5" if seg == "OBX" else ""
 
 
 class MllpServer:
@@ -241,7 +232,7 @@ class MllpServer:
                 raise PayloadTooLargeError(frame.size, self.settings.mllp_max_frame_bytes)
             new = await asyncio.to_thread(intake.hl7_job, one_message(frame), "mllp", who)
             await self.svc.submit(new)  # durable before we say AA
-            return build_ack(raw, "AA")
+            return build_ack(raw, "AA", warnings=new.warnings)
         except Exception as exc:
             o = outcome(exc)
             m.errors.labels("mllp", "message", o.ack).inc()

@@ -124,6 +124,8 @@ class NewJob:
     content_sha256: str | None = None
     #: UTF-8 size of the longest note in the payload (checked against max_note_bytes).
     longest_note: int = 0
+    #: What the payload held that will not become output (named in the ACK / response).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

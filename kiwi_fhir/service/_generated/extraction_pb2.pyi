@@ -81,16 +81,18 @@ class Relation(_message.Message):
     def __init__(self, entity_id: _Optional[str] = ..., modifier_id: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class DocumentResult(_message.Message):
-    __slots__ = ("document_id", "entities", "modifiers", "relations")
+    __slots__ = ("document_id", "entities", "modifiers", "relations", "warnings")
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     MODIFIERS_FIELD_NUMBER: _ClassVar[int]
     RELATIONS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     document_id: str
     entities: _containers.RepeatedCompositeFieldContainer[Mention]
     modifiers: _containers.RepeatedCompositeFieldContainer[Mention]
     relations: _containers.RepeatedCompositeFieldContainer[Relation]
-    def __init__(self, document_id: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[Mention, _Mapping]]] = ..., modifiers: _Optional[_Iterable[_Union[Mention, _Mapping]]] = ..., relations: _Optional[_Iterable[_Union[Relation, _Mapping]]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, document_id: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[Mention, _Mapping]]] = ..., modifiers: _Optional[_Iterable[_Union[Mention, _Mapping]]] = ..., relations: _Optional[_Iterable[_Union[Relation, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExtractResponse(_message.Message):
     __slots__ = ("job_id", "status", "bundle_json", "documents", "model", "backend", "duplicate", "error")

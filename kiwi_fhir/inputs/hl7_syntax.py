@@ -1,4 +1,9 @@
-"""HL7 v2 field values to Python strings: escapes, charsets, timestamps.
+"""HL7 v2 syntax, in one place: messages and segments, MSH, escapes, charsets,
+timestamps, and the text of an ACK.
+
+Everything that reads or writes ER7 bytes below the level of "what does
+this message mean" lives here: the parser (:mod:`.hl7`), the service's
+intake (identity, message count) and the MLLP listener (ACKs) share it.
 
 Written by hand because hl7apy re-escapes the sequences it does not model
 (``\\.br\\`` comes back as ``\\E\\.br\\E\\`` and ``\\Xhh\\`` likewise), which
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -172,3 +178,128 @@ def ts_to_fhir(ts: str) -> str | None:
     if hh is None or tz is None:
         return date
     return f"{date}T{hh}:{mi or '00'}:{ss or '00'}{tz[:3]}:{tz[3:]}"
+
+
+# -- messages and segments ---------------------------------------------------
+
+BOM: Final = "\ufeff"
+BATCH_SEGMENTS: Final = ("FHS", "BHS", "BTS", "FTS")
+_LINE_SPLIT = re.compile(r"\r\n|\r|\n")
+_LINE_SPLIT_B = re.compile(rb"\r\n|\r|\n")
+#: A UTF-8 BOM may precede the first MSH (it did on a real feed: the ACK lost MSA-2).
+_MSH_AT_LINE_START = re.compile(rb"(?:^|[\r\n\x0b]|\xef\xbb\xbf)(MSH[^\r\n]{5})")
+#: A line that is an HL7 segment of the kinds a pasted note would never hold.
+SEGMENT_LINE: Final = re.compile(r"(?m)^(?:MSH|PID|PV1|OBR|OBX|TXA|EVN|ORC|NTE)\|")
+
+
+def segment_lines(text: str) -> list[str]:
+    """Non-blank lines; segments may end in CR, LF or CRLF on real feeds."""
+    return [ln for ln in _LINE_SPLIT.split(text) if ln.strip()]
+
+
+def split_messages(raw: str | bytes) -> list[str | bytes]:
+    """One chunk per MSH; MLLP framing, a BOM and batch-only chunks (FHS/BHS...) dropped."""
+    if isinstance(raw, bytes):
+        raw = raw.replace(b"\x0b", b"").replace(b"\x1c", b"").lstrip()
+        raw = raw.removeprefix(BOM.encode()).lstrip()
+        parts_b = re.split(rb"(?:\r\n|\r|\n)(?=MSH)", raw)
+        return [p for p in parts_b if not _only_batch(p.decode("latin-1"))]
+    raw = raw.replace("\x0b", "").replace("\x1c", "").lstrip().removeprefix(BOM).lstrip()
+    parts = re.split(r"(?:\r\n|\r|\n)(?=MSH)", raw)
+    return [p for p in parts if not _only_batch(p)]
+
+
+def _only_batch(chunk: str) -> bool:
+    return all(ln[:3] in BATCH_SEGMENTS for ln in segment_lines(chunk))
+
+
+def message_count(raw: bytes) -> int:
+    """MSH segments at line starts: how many messages ``raw`` holds."""
+    return len(_MSH_AT_LINE_START.findall(raw))
+
+
+def looks_like_hl7(head: str) -> bool:
+    """An MSH first, or HL7 segment lines anywhere (a message pasted after prose)."""
+    return head.lstrip(BOM + "\x0b \t\r\n").startswith("MSH") or bool(SEGMENT_LINE.search(head))
+
+
+@dataclass(frozen=True)
+class MshHeader:
+    """The MSH fields an ACK and the sender identity need; read leniently so even
+    a message the parser refuses gets an ACK naming it."""
+
+    field_sep: str
+    encoding: str
+    sending_app: str
+    sending_facility: str
+    receiving_app: str
+    receiving_facility: str
+    control_id: str
+    processing_id: str
+    version: str
+    event: str
+
+
+def read_msh(raw: bytes) -> MshHeader | None:
+    """MSH of the first message in ``raw``; None when there is no usable MSH."""
+    m = _MSH_AT_LINE_START.search(raw)
+    if m is None:
+        return None
+    start = m.start(1)
+    line = _LINE_SPLIT_B.split(raw[start:], maxsplit=1)[0].decode("latin-1")
+    sep = line[3]
+    f = line.split(sep)
+    f.insert(1, sep)  # so f[n] is MSH-n
+
+    def get(n: int, limit: int = 180) -> str:
+        return f[n][:limit] if n < len(f) else ""
+
+    comp = get(2)[:1] or "^"
+    mtype = get(9).split(comp)
+    return MshHeader(sep, get(2, 4) or "^~\\&", get(3), get(4), get(5), get(6), get(10, 199),
+                     get(11, 3) or "P", get(12, 20) or "2.5",
+                     mtype[1][:3] if len(mtype) > 1 else "")  # fmt: skip
+
+
+# -- acknowledgements --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AckError:
+    """One ERR segment: where (``OBX-5``, or empty), HL7 table 0357 code, text,
+    and severity (``E`` error, ``W`` warning: the message was still accepted)."""
+
+    location: str
+    code: str
+    text: str
+    severity: str = "E"
+
+
+def ack_text(h: MshHeader | None, code: str, errors: Sequence[AckError], *, now: str,
+             message_id: str) -> str:  # fmt: skip
+    """The ER7 of an ACK for the message whose header is ``h`` (sender and
+    receiver swapped, MSA-2 = its MSH-10); our own text cannot break the
+    structure, since delimiters in it are blanked."""
+    fs, enc = (h.field_sep, h.encoding) if h else ("|", "^~\\&")
+    comp = enc[:1] or "^"
+
+    def clean(value: str) -> str:
+        for ch in (fs, *enc, "\r", "\n"):
+            value = value.replace(ch, " ")
+        return value
+
+    event = h.event if h else ""
+    msh = fs.join(["MSH", enc, h.receiving_app if h else "KIWI-FHIR",
+                   h.receiving_facility if h else "", h.sending_app if h else "",
+                   h.sending_facility if h else "", now, "",
+                   f"ACK{comp}{event}{comp}ACK" if event else "ACK",
+                   message_id, h.processing_id if h else "P",
+                   h.version if h else "2.5"])  # fmt: skip
+    segs = [msh, fs.join(["MSA", code, h.control_id if h else ""])]
+    for e in errors:
+        where = e.location.split("-")
+        loc = comp.join([where[0], "1", where[1]]) if len(where) == 2 else ""
+        text = clean(e.text)[:200]
+        err_code = f"{e.code}{comp}{text}{comp}HL70357"
+        segs.append(fs.join(["ERR", "", loc, err_code, e.severity, "", "", "", text]))
+    return "\r".join(segs) + "\r"
