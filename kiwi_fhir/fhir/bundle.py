@@ -25,6 +25,7 @@ from urllib.parse import quote
 from kiwi_fhir import __version__
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.errors import FhirOutputError
+from kiwi_fhir.fhir import status
 from kiwi_fhir.fhir.build import Source, build_resource
 from kiwi_fhir.fhir.labs import diagnostic_reports, lab_observations
 from kiwi_fhir.fhir.mapping import load_mapping
@@ -99,9 +100,13 @@ def to_bundle(
         docref = {"reference": _full_url(f"doc.{key}")}
         path = "DocumentReference.content[0].attachment"
     source = Source(patient, encounter, docref or {}, path, key)
+    standing = status.standing(meta)
+    for res, _ in entries:  # our DocumentReference of the text
+        status.apply(res, standing)
     entities = sorted(extraction.entities, key=lambda e: (e.start, e.end, e.id))
     for ent in entities:
         res = build_resource(extraction, ent, mapping, source)
+        status.apply(res, standing)  # lab results keep their own OBX-11 / OBR-25 status
         entries.append((res, res["identifier"][0]["value"]))
     labs = lab_observations(meta.get("lab_results"), mapping, source)
     entries += labs
@@ -109,6 +114,7 @@ def to_bundle(
     targets = [{"reference": _full_url(v)} for r, v in entries if r is not None]
     if not targets and docref is None:
         raise FhirOutputError(f"{doc.id}: document has neither narrative nor structured results")
+    update = status.stated(meta)  # a stated status overwrites what an earlier version made
     prov = _provenance(
         targets or [docref or {}],
         docref,
@@ -121,7 +127,7 @@ def to_bundle(
         "resourceType": "Bundle",
         "type": bundle_type,
         "identifier": {"system": mapping.document_identifier_system, "value": f"bundle.{key}"},
-        "entry": [_entry(res, ident, bundle_type, mapping) for res, ident in entries],
+        "entry": [_entry(res, ident, bundle_type, update) for res, ident in entries],
     }
     if bundle_type == "collection":
         bundle["id"] = str(uuid.uuid5(_NS, f"bundle.{key}"))
@@ -134,9 +140,7 @@ def _full_url(ident: str) -> str:
     return f"urn:uuid:{uuid.uuid5(_NS, ident)}"
 
 
-def _entry(
-    res: dict[str, Any], ident: str, bundle_type: str, mapping: FhirMapping
-) -> dict[str, Any]:
+def _entry(res: dict[str, Any], ident: str, bundle_type: str, update: bool) -> dict[str, Any]:
     full = _full_url(ident)
     entry: dict[str, Any] = {"fullUrl": full, "resource": res}
     rtype = res["resourceType"]
@@ -147,11 +151,11 @@ def _entry(
             entry["request"] = {"method": "PUT", "url": f"Provenance/{res['id']}"}
         else:
             token = f"{res['identifier'][0]['system']}|{res['identifier'][0]['value']}"
-            entry["request"] = {
-                "method": "POST",
-                "url": rtype,
-                "ifNoneExist": f"identifier={quote(token, safe='')}",
-            }
+            query = f"identifier={quote(token, safe='')}"
+            if update:  # conditional update: the resource an earlier version made changes
+                entry["request"] = {"method": "PUT", "url": f"{rtype}?{query}"}
+            else:
+                entry["request"] = {"method": "POST", "url": rtype, "ifNoneExist": query}
     return entry
 
 
