@@ -116,7 +116,7 @@ def run_extract(args: argparse.Namespace) -> int:
             bar.write(f"kiwi-fhir: {problem}", file=sys.stderr)
         failed += bool(job.errors)
         for d in job.docs:  # parts of a document we could not use (an image ED...)
-            for warning in json.loads(d.meta.get("warnings") or "[]"):
+            for warning in formats.warnings_of(d.meta):
                 bar.write(f"kiwi-fhir: {job.path or 'stdin'}: {d.id}: warning: {warning}",
                           file=sys.stderr)  # fmt: skip
                 failed += 1

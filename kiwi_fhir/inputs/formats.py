@@ -17,7 +17,8 @@ refuses the whole payload before anything is stored.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -137,3 +138,8 @@ def parse_strict(
     if errors:
         raise errors[0]
     return [i for i in items if isinstance(i, Document)]
+
+
+def warnings_of(meta: Mapping[str, str]) -> list[str]:
+    """What a parser named as not turned into output (``meta["warnings"]``, a JSON list)."""
+    return [str(w) for w in json.loads(meta.get("warnings") or "[]")]

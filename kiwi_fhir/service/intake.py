@@ -102,8 +102,8 @@ def warnings(docs: list[Document]) -> tuple[str, ...]:
     """The parsers' warnings (what was not turned into a document), in order, once each."""
     seen: dict[str, None] = {}
     for d in docs:
-        for w in json.loads(d.meta.get("warnings") or "[]"):
-            seen[str(w)] = None
+        for w in formats.warnings_of(d.meta):
+            seen[w] = None
     return tuple(seen)
 
 
