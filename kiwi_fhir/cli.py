@@ -95,9 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"kiwi-fhir {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    # Also accepted after the subcommand (`kiwi-fhir extract --debug ...`);
+    # SUPPRESS keeps the subparser from resetting a --debug given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ex = sub.add_parser("extract", help="extract entities, modifiers and relations from notes")
+    ex = sub.add_parser(
+        "extract", parents=[common], help="extract entities, modifiers and relations from notes"
+    )
     ex.add_argument(
         "paths",
         nargs="+",
@@ -117,7 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="FHIR Bundle type for --format fhir (default transaction)",
     )
     ex.add_argument(
-        "--out", metavar="DIR", help="write NAME.json / NAME.ann / NAME.bundle.json here"
+        "--out",
+        metavar="DIR",
+        help="write NAME.json / NAME.ann / NAME.bundle.json here (NAME.N for the N-th "
+        "document of a file; inputs from different folders keep those folders below "
+        "DIR). Without it results go to stdout: one JSON value for one document, JSON "
+        "Lines for several; stdin's result always goes to stdout",
+    )
+    ex.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr for several files and for notes over 16 KB "
+        "(default: when stderr is a terminal)",
     )
     ex.add_argument(
         "--given-entities",
@@ -131,27 +151,75 @@ def build_parser() -> argparse.ArgumentParser:
                     help="windows per inference batch (default 16)")
     ex.set_defaults(func=_cmd_extract)
 
-    ev = sub.add_parser("eval", help="score predicted brat files against gold ones")
-    ev.add_argument("gold", metavar="GOLD_DIR")
-    ev.add_argument("pred", metavar="PRED_DIR")
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="score predicted brat files against gold ones",
+        description="Exact and relaxed precision / recall / F1 of entities, modifiers and "
+        "relations (end to end), overall and per type, with 95% bootstrap CIs over "
+        "documents -- the paper's metric.",
+    )
+    ev.add_argument(
+        "gold", metavar="GOLD_DIR", help="annotated notes: NAME.txt with NAME.ann beside it"
+    )
+    ev.add_argument(
+        "pred",
+        metavar="PRED_DIR",
+        help="predictions: NAME.ann per gold note (kiwi-fhir extract --format brat --out "
+        "PRED_DIR GOLD_DIR); their text is PRED_DIR/NAME.txt if present, else the gold one",
+    )
+    ev.add_argument("--json", action="store_true", help="print one JSON object, not a table")
     ev.add_argument("--seed", type=int, default=13, help="bootstrap seed (default 13)")
     ev.set_defaults(func=_cmd_eval)
 
-    tr = sub.add_parser("train", help="fine-tune an encoder on brat-annotated notes")
+    tr = sub.add_parser(
+        "train", parents=[common], help="fine-tune an encoder on brat-annotated notes"
+    )
     tr.add_argument("--data", required=True, metavar="DIR", help="brat .txt/.ann directory")
-    tr.add_argument("--dev-split", metavar="FILE", help="note IDs held out (default: packaged)")
-    tr.add_argument("--out", required=True, metavar="MODEL_DIR")
-    tr.add_argument("--encoder", metavar="DIR", help="BERT-style encoder (default: MiniLM-L6)")
-    tr.add_argument("--epochs", type=int, default=36)
-    tr.add_argument("--seed", type=int, default=13)
+    held = tr.add_mutually_exclusive_group()
+    held.add_argument(
+        "--dev-split",
+        metavar="FILE",
+        help="note IDs held out, one per line (default: the packaged 16-note dev split)",
+    )
+    held.add_argument(
+        "--fold",
+        metavar="I/K",
+        help="hold out cross-validation fold I of K instead (a seeded partition of "
+        "the notes; folds 1/K..K/K together cover them; e.g. 2/5)",
+    )
+    held.add_argument(
+        "--all-notes",
+        action="store_true",
+        help="train on every note, no dev split (the shipped model, once CV fixed "
+        "the recipe); the model card then has no dev figures",
+    )
+    tr.add_argument(
+        "--out",
+        required=True,
+        metavar="MODEL_DIR",
+        help="where the model (config.json, ONNX files, model_card.json) is written",
+    )
+    tr.add_argument(
+        "--encoder",
+        metavar="DIR",
+        help="BERT-style encoder (default: the packaged all-MiniLM-L6-v2)",
+    )
+    tr.add_argument(
+        "--epochs", type=_positive, default=36, help="fine-tuning epochs (default 36)"
+    )
+    tr.add_argument(
+        "--seed", type=int, default=13, help="seed of weights, dropout and batch order (default 13)"
+    )
     tr.add_argument(
         "--order-seed",
         type=int,
         help="seed of the batch order only (default: --seed); runs that share --seed "
         "start from identical weights, so their weights can be averaged",
     )
-    tr.add_argument("--lr", type=float, default=1.5e-4, help="encoder learning rate")
+    tr.add_argument(
+        "--lr", type=float, default=1.5e-4, help="encoder learning rate (default 1.5e-4)"
+    )
     tr.add_argument(
         "--ema",
         type=float,
@@ -304,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser(
         "serve",
+        parents=[common],
         help="run the gRPC / MLLP / HTTP (metrics, FHIR notify, demo) service",
         description="Settings: defaults < --config FILE < KIWI_FHIR_* environment < flags. "
         "Listening on a non-loopback --host needs auth_token (KIWI_FHIR_AUTH_TOKEN).",

@@ -43,6 +43,23 @@ def dev_ids(split_file: Path | None = None) -> list[str]:
     return parse_split_file(ref.read_text(encoding="utf-8"))
 
 
+def fold_ids(ids: list[str], fold: int, folds: int, seed: int = 13) -> list[str]:
+    """Note IDs of cross-validation fold ``fold`` (1-based) of ``folds``.
+
+    A seeded shuffle of the sorted IDs dealt round-robin: the partition
+    depends only on the set of notes and the seed, so every fold run of one
+    CV (possibly on different days and machines) holds out disjoint notes
+    that together cover the corpus.
+    """
+    if not 1 <= fold <= folds:
+        raise ValueError(f"fold {fold} outside 1..{folds}")
+    import random
+
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    return sorted(order[fold - 1 :: folds])
+
+
 def load_corpus(data_dir: Path, *, strict: bool = False) -> list[Extraction]:
     """Read every ``.txt``/``.ann`` pair; stray lines are reported on stderr.
 
@@ -57,8 +74,17 @@ def load_corpus(data_dir: Path, *, strict: bool = False) -> list[Extraction]:
 
 
 def split(
-    docs: list[Extraction], split_file: Path | None = None
+    docs: list[Extraction],
+    split_file: Path | None = None,
+    *,
+    fold: tuple[int, int] | None = None,
+    all_notes: bool = False,
 ) -> tuple[list[Extraction], list[Extraction]]:
-    """(train, dev) by the fixed dev list."""
-    dev = set(dev_ids(split_file))
+    """(train, dev) by the fixed dev list, a CV fold, or no dev at all."""
+    if all_notes:
+        return list(docs), []
+    if fold is not None:
+        dev = set(fold_ids([d.document.id for d in docs], *fold))
+    else:
+        dev = set(dev_ids(split_file))
     return [d for d in docs if d.document.id not in dev], [d for d in docs if d.document.id in dev]

@@ -35,6 +35,7 @@ __all__ = [
     "load_documents_lenient",
     "parse_document_reference",
     "parse_hl7",
+    "parse_lenient",
 ]
 
 def load_documents(path: Path, *, fetcher: Fetcher | None = None) -> list[Document]:
@@ -66,7 +67,23 @@ def load_documents_lenient(
         raw = path.read_bytes()
     except OSError as exc:
         return [], [DocumentError(f"{path}: cannot read ({exc.strerror})")]
-    return _renamed(fmt.parse(raw, fetcher=fetcher, source=str(path)), path.stem)
+    return parse_lenient(raw, source=str(path), stem=path.stem, fmt=fmt, fetcher=fetcher)
+
+
+def parse_lenient(
+    raw: bytes,
+    *,
+    source: str,
+    stem: str,
+    fmt: formats.InputFormat | None = None,
+    fetcher: Fetcher | None = None,
+) -> tuple[list[Document], list[DocumentError]]:
+    """(documents, errors) of bytes with no file name to go by (stdin, a body).
+
+    The format is ``fmt`` or sniffed; documents are named ``stem`` or
+    ``stem.N`` as for files."""
+    chosen = fmt if fmt is not None else formats.sniff(raw)
+    return _renamed(chosen.parse(raw, fetcher=fetcher, source=source), stem)
 
 
 def _renamed(

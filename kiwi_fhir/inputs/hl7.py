@@ -182,7 +182,11 @@ def _segments(lines: list[str], enc: Encoding) -> list[Segment]:
     for lineno, line in enumerate(lines, start=1):
         name = line[:3]
         if not _SEG_RE.match(name) or (len(line) > 3 and line[3] != enc.field):
-            raise HL7Error(f"malformed segment at line {lineno}", segment=f"line {lineno}")
+            raise HL7Error(
+                "malformed segment: expected a 3-character segment name and the "
+                f"field separator {enc.field!r}",
+                segment=f"line {lineno}",
+            )
         counts[name] = counts.get(name, 0) + 1
         parts = line.split(enc.field)
         fields = ["MSH", enc.field, *parts[1:]] if name == "MSH" else parts

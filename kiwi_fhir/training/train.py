@@ -106,7 +106,12 @@ def run_train(args: argparse.Namespace) -> int:
     _torch.set_num_threads(torch_threads)
 
     docs = load_corpus(data_dir)
-    train_docs, dev_docs = split(docs, Path(args.dev_split) if args.dev_split else None)
+    train_docs, dev_docs = split(
+        docs,
+        Path(args.dev_split) if args.dev_split else None,
+        fold=_parse_fold(args.fold) if getattr(args, "fold", None) else None,
+        all_notes=getattr(args, "all_notes", False),
+    )
     if args.max_notes:
         train_docs, dev_docs = train_docs[: args.max_notes], dev_docs[: max(1, args.max_notes // 4)]
     if not train_docs:
@@ -240,7 +245,7 @@ def run_train(args: argparse.Namespace) -> int:
     from kiwi_fhir.training.report import dev_metrics
 
     metrics = {}
-    for precision in ("fp32", *(() if args.no_quantize else ("int8",))):
+    for precision in ("fp32", *(() if args.no_quantize else ("int8",))) if dev_docs else ():
         ex = OnnxExtractor(out, precision=precision)
         metrics[precision] = dev_metrics(ex, dev_docs)
         print(f"dev {precision}: {json.dumps(_headline(metrics[precision]))}")
@@ -251,6 +256,7 @@ def run_train(args: argparse.Namespace) -> int:
         "data_sha256": data_hash(data_dir),
         "train_notes": len(train_docs),
         "dev_notes": [d.document.id for d in dev_docs],
+        "fold": getattr(args, "fold", None),
         "epochs": args.epochs,
         "lr": args.lr,
         "ema": args.ema,
@@ -279,6 +285,16 @@ def run_train(args: argparse.Namespace) -> int:
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     print(f"model written to {out}")
     return 0
+
+
+def _parse_fold(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"--fold {text}: expected I/K, e.g. 2/5") from None
+    if not (k >= 2 and 1 <= i <= k):
+        raise InputError(f"--fold {text}: need K >= 2 and 1 <= I <= K")
+    return i, k
 
 
 def _pretrain_stage(
