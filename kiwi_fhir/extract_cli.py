@@ -249,12 +249,13 @@ def run_extract(args: argparse.Namespace) -> int:
     )
     extractor.load()
     failed = len(empty_dirs)
+    progress: bool | None = getattr(args, "progress", None)  # None: when stderr is a terminal
     bar = tqdm(
         total=len(files) + stdin,
         unit="file",
         file=sys.stderr,
         disable=len(files) + stdin < 2
-        or not (args.progress if args.progress is not None else sys.stderr.isatty()),
+        or not (progress if progress is not None else sys.stderr.isatty()),
     )
 
     def report(line: str) -> None:
@@ -276,7 +277,7 @@ def run_extract(args: argparse.Namespace) -> int:
                 continue
             outputs.jsonl = outputs.jsonl or len(job.docs) > 1
         given = job.given if args.given_entities else None
-        for ex in _extract(extractor, job.docs, given, args.progress):
+        for ex in _extract(extractor, job.docs, given, progress):
             try:
                 value = render(ex, args.format, args.bundle_type, extractor.model_id)
             except KiwiError as exc:  # e.g. a resource failing R4B validation: the others go on

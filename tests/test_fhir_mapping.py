@@ -29,9 +29,16 @@ def test_default_tables_load_and_cover_every_allowed_modifier() -> None:
         "test": "Observation",
         "drug": "MedicationStatement",
         "treatment": "Procedure",
+        "planned_test": "ServiceRequest",
+        "planned_treatment": "ServiceRequest",
+        "planned_drug": "MedicationStatement",
     }
     for etype, allowed in ALLOWED_MODIFIERS.items():
         assert {r.modifier for r in m.entities[etype].rules} == allowed
+        planned = m.entities[etype].planned
+        if planned:  # a planned mention loses none of its modifiers either
+            assert {r.modifier for r in m.entities[planned].rules} == allowed
+    assert m.entities["planned_drug"].defaults["status"] == "intended"
     assert m.codes.units["gm/dl"] == "g/dL"
     assert m.codes.coded["route"]["po"].code == "26643006"
 

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.errors import ModelError
 from kiwi_fhir.extractors.boundary import NO_RULES, BoundaryRules, absorb_left, space_joins
+from kiwi_fhir.extractors.clauses import same_clause_links
 from kiwi_fhir.extractors.decode import (
     MAIN_TAGS,
     MOD_TAGS,
@@ -57,6 +58,8 @@ class PipelineConfig:
     stride: int = 160
     batch_size: int = 16
     relation_threshold: float = 0.5
+    # Drop a modifier's links across a clause boundary when another stays inside (clauses.py).
+    same_clause_links: bool = True
     # Spans whose mean tag probability is below this are dropped (both
     # layers; never given entities): both layers over-predict (P < R), and
     # 0.6 beat 0 and 0.5 on dev for both models measured (docs/model.md).
@@ -344,11 +347,20 @@ class BertPipeline:
         if not keep:
             return []
         probs = _sigmoid(runner.relate(np.stack(reprs), feats[keep]))
-        return [
+        links = [
             (pairs[j][0], pairs[j][1], round(float(p), 4))
             for j, p in zip(keep, probs.tolist(), strict=True)
             if p >= self.cfg.relation_threshold
         ]
+        if not self.cfg.same_clause_links:
+            return links
+        spans = note.word_spans
+        return same_clause_links(
+            text,
+            links,
+            [(int(spans[e.first, 0]), int(spans[e.last, 1])) for e in ents],
+            [(int(spans[m.first, 0]), int(spans[m.last, 1])) for m in mods],
+        )
 
 
 def pair_window(note: EncodedNote, lo_word: int, hi_word: int) -> int | None:

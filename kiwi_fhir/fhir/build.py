@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiwi_fhir.core import Entity, Extraction, Modifier
+from kiwi_fhir.fhir.context import Context
 from kiwi_fhir.fhir.paths import choice_name, get, put
 from kiwi_fhir.fhir.tables import EntityMapping, FhirMapping, Rule
 from kiwi_fhir.fhir.values import parse
@@ -34,32 +35,47 @@ class Source:
     key: str  # stable document key: source identity + text hash
 
 
+NO_CONTEXT = Context()
+
+
 def mention_identifier(key: str, entity: Entity) -> str:
     """Stable per document and span, so a re-run maps to the same resource."""
     return f"{key}.{entity.start}-{entity.end}.{entity.label}"
 
 
-def entity_mapping(extraction: Extraction, entity: Entity, mapping: FhirMapping) -> EntityMapping:
-    """The mapping for this entity, after any ``route`` (a relative's problem)."""
+def entity_mapping(
+    extraction: Extraction, entity: Entity, mapping: FhirMapping, context: Context = NO_CONTEXT
+) -> EntityMapping:
+    """The mapping for this entity, after any ``route`` (a relative's problem)
+    and, for a planned mention, the entity's ``planned`` mapping."""
     em = mapping.entities[entity.label]
-    for mod in extraction.modifiers_of(entity.id):
+    for mod in (*extraction.modifiers_of(entity.id), *context.modifiers):
         rule = em.rule(mod.label)
         if rule is not None and rule.kind == "route":
             return mapping.entities[rule.target]
+    if context.planned and em.planned:
+        return mapping.entities[em.planned]
     return em
 
 
 def build_resource(
-    extraction: Extraction, entity: Entity, mapping: FhirMapping, source: Source
+    extraction: Extraction,
+    entity: Entity,
+    mapping: FhirMapping,
+    source: Source,
+    context: Context = NO_CONTEXT,
 ) -> dict[str, Any]:
-    em = entity_mapping(extraction, entity, mapping)
+    em = entity_mapping(extraction, entity, mapping, context)
     res: dict[str, Any] = {"resourceType": em.resource}
     put(res, em.code, {"text": entity.text})
     put(res, em.subject, copy.deepcopy(source.patient))
     if em.encounter and source.encounter is not None:
         put(res, em.encounter, copy.deepcopy(source.encounter))
     state = _State(res, em, entity, mapping)
-    mods = sorted(extraction.modifiers_of(entity.id), key=lambda m: (m.start, m.end, m.id))
+    mods = sorted(
+        (*extraction.modifiers_of(entity.id), *context.modifiers),
+        key=lambda m: (m.start, m.end, m.id),
+    )
     for rule in em.rules:
         for mod in (m for m in mods if m.label == rule.modifier):
             if rule.kind != "route" and not state.apply(rule, mod):

@@ -27,6 +27,7 @@ from kiwi_fhir.core import Extraction
 from kiwi_fhir.errors import FhirOutputError
 from kiwi_fhir.fhir import status
 from kiwi_fhir.fhir.build import Source, build_resource
+from kiwi_fhir.fhir.context import ContextFinder
 from kiwi_fhir.fhir.labs import diagnostic_reports, lab_observations
 from kiwi_fhir.fhir.mapping import load_mapping
 from kiwi_fhir.fhir.tables import FhirMapping
@@ -104,8 +105,9 @@ def to_bundle(
     for res, _ in entries:  # our DocumentReference of the text
         status.apply(res, standing)
     entities = sorted(extraction.entities, key=lambda e: (e.start, e.end, e.id))
+    context = ContextFinder(extraction)
     for ent in entities:
-        res = build_resource(extraction, ent, mapping, source)
+        res = build_resource(extraction, ent, mapping, source, context.of(ent))
         status.apply(res, standing)  # lab results keep their own OBX-11 / OBR-25 status
         entries.append((res, res["identifier"][0]["value"]))
     labs = lab_observations(meta.get("lab_results"), mapping, source)

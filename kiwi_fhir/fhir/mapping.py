@@ -179,6 +179,8 @@ def _resources(data: Mapping[str, Any], codes: Codes, src: str) -> FhirMapping:
             _rule(str(mod), r, resource, contained, exts, codes, src, f"{at}.modifiers.{mod}")
             for mod, r in (spec.get("modifiers") or {}).items()
         )
+        etype = str(key) if key in ENTITY_TYPES else str(spec.get("for", "problem"))
+        _need(etype in ENTITY_TYPES, src, f"{at}.for", f"unknown entity type {etype!r}")
         entities[str(key)] = EntityMapping(
             str(key),
             resource,
@@ -188,10 +190,11 @@ def _resources(data: Mapping[str, Any], codes: Codes, src: str) -> FhirMapping:
             rules,
             contained,
             str(spec.get("encounter") or ""),
+            planned=str(spec.get("planned") or ""),
+            entity=etype,
         )
     for key, em in entities.items():
-        etype = key if key in ENTITY_TYPES else "problem"
-        missing = ALLOWED_MODIFIERS[etype] - {r.modifier for r in em.rules}
+        missing = ALLOWED_MODIFIERS[em.entity] - {r.modifier for r in em.rules}
         if key in ENTITY_TYPES or missing != {"subject"}:
             _need(not missing, src, f"entities.{key}.modifiers", f"no rule for {sorted(missing)}")
         for r in em.rules:
@@ -202,6 +205,14 @@ def _resources(data: Mapping[str, Any], codes: Codes, src: str) -> FhirMapping:
                     f"entities.{key}.modifiers.{r.modifier}",
                     f"routes to unknown mapping {r.target!r}",
                 )
+        if em.planned:
+            target = entities.get(em.planned)
+            _need(
+                target is not None and target.entity == em.entity,
+                src,
+                f"entities.{key}.planned",
+                f"needs a mapping `for: {em.entity}`, got {em.planned!r}",
+            )
     return FhirMapping(
         extensions=exts,
         identifier_system=str(data.get("identifier_system") or "urn:kiwi-fhir:mention"),

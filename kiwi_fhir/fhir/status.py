@@ -104,7 +104,7 @@ def apply(res: dict[str, Any], s: Standing) -> None:
             res["status"] = "entered-in-error"
         elif res.get("status") in ("final", None):
             res["status"] = s.value
-    elif rtype in ("MedicationStatement", "Procedure", "FamilyMemberHistory"):
+    elif rtype in ("MedicationStatement", "Procedure", "FamilyMemberHistory", "ServiceRequest"):
         if s is Standing.ENTERED_IN_ERROR:
             res["status"] = "entered-in-error"
     elif rtype == "DocumentReference":

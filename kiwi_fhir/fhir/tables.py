@@ -67,6 +67,8 @@ class EntityMapping:
     rules: tuple[Rule, ...]
     contained: Contained | None = None
     encounter: str = ""
+    planned: str = ""  # mapping for a planned / hypothetical mention (fhir/context.py)
+    entity: str = ""  # the entity type it serves; a derived mapping names it with `for`
 
     def rule(self, modifier: str) -> Rule | None:
         return next((r for r in self.rules if r.modifier == modifier), None)
