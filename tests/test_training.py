@@ -132,3 +132,40 @@ def test_train_rejects_negative_tapt_epochs(
     argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--tapt-epochs", "-1"]
     assert main(argv) == 2
     assert "--tapt-epochs -1: must be 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0/5", "6/5", "1/1", "two/5", "3"])
+def test_train_rejects_a_bad_fold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--fold", value]
+    assert main(argv) == 2
+    assert f"--fold {value}:" in capsys.readouterr().err
+
+
+def test_folds_partition_the_notes_and_all_notes_holds_none_out() -> None:
+    from kiwi_fhir.corpus import fold_ids, load_corpus, split
+
+    data = default_data_dir()
+    if data is None:
+        pytest.skip("shared corpus not available")
+    docs = load_corpus(data)
+    ids = [d.document.id for d in docs]
+    folds = [fold_ids(ids, i, 5) for i in range(1, 6)]
+    assert sorted(i for f in folds for i in f) == sorted(ids)  # disjoint and covering
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    assert fold_ids(list(reversed(ids)), 2, 5) == folds[1]  # order of the notes is irrelevant
+    assert fold_ids(ids, 2, 5, seed=14) != folds[1]
+    train, dev = split(docs, fold=(3, 5))
+    assert {d.document.id for d in dev} == set(folds[2]) and len(train) + len(dev) == len(ids)
+    train, dev = split(docs, all_notes=True)
+    assert dev == [] and len(train) == len(ids)
+
+
+@pytest.mark.slow
+def test_all_notes_run_writes_a_model_without_dev_figures(tmp_path: Path) -> None:
+    out = _train(tmp_path, "--max-notes", "2", "--all-notes", "--no-quantize")
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["train_notes"] == 2 and card["dev_notes"] == [] and card["dev_metrics"] == {}
+    (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
+    assert res.document.id == "d"

@@ -92,6 +92,7 @@ def run_train(args: argparse.Namespace) -> int:
     ):
         if not ok:
             raise InputError(f"{flag} {value}: must be {want}")
+    fold = _parse_fold(args.fold) if getattr(args, "fold", None) else None
     encoder = Path(args.encoder) if args.encoder else default_encoder()
     if not (encoder / "tokenizer.json").is_file():
         raise InputError(
@@ -109,7 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
     train_docs, dev_docs = split(
         docs,
         Path(args.dev_split) if args.dev_split else None,
-        fold=_parse_fold(args.fold) if getattr(args, "fold", None) else None,
+        fold=fold,
         all_notes=getattr(args, "all_notes", False),
     )
     if args.max_notes:
