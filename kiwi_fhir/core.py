@@ -64,8 +64,30 @@ class Mention:
 
 
 @dataclass(frozen=True)
+class Code:
+    """A terminology code for a mention, with how sure the match is.
+
+    ``method`` is how it was found (exact, normalised, abbreviation): receivers
+    threshold on ``score`` or trust only some methods.
+    """
+
+    system: str  # the code system's URI, e.g. http://hl7.org/fhir/sid/icd-10-cm
+    code: str
+    display: str = ""
+    score: float = 1.0
+    method: str = "exact"
+    version: str = ""
+
+
+@dataclass(frozen=True)
 class Entity(Mention):
-    """A main clinical entity: problem, test, drug or treatment."""
+    """A main clinical entity: problem, test, drug or treatment.
+
+    ``codes`` are terminology codes for it (``kiwi_fhir.terminology``), best
+    first within each system; empty until coded.
+    """
+
+    codes: tuple[Code, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -29,12 +29,14 @@ from tqdm import tqdm
 from kiwi_fhir.brat import ParseReport, format_ann, parse_ann, read_text
 from kiwi_fhir.core import Document, Entity, Extraction
 from kiwi_fhir.errors import InputError, KiwiError
+from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.extractors.onnx import OnnxExtractor
 from kiwi_fhir.extractors.pipeline import PipelineConfig
 from kiwi_fhir.extractors.segments import by_segments
 from kiwi_fhir.fhir import to_bundle
 from kiwi_fhir.inputs import formats, load_documents_lenient, parse_lenient
 from kiwi_fhir.serialize import to_dict
+from kiwi_fhir.terminology.extractor import CodingExtractor
 
 CHUNK = 8  # documents per extractor call: keeps batches full, memory flat
 # Notes longer than this run segment by segment with a progress bar (the
@@ -190,7 +192,7 @@ def _job(path: Path | None, docs: list[Document], problems: list[str], given: bo
 
 
 def _extract(
-    extractor: OnnxExtractor,
+    extractor: Extractor,
     docs: list[Document],
     given: list[tuple[Entity, ...] | None] | None,
     progress: bool | None,
@@ -211,7 +213,7 @@ def _extract(
 
 
 def _extract_long(
-    extractor: OnnxExtractor, doc: Document, given: tuple[Entity, ...] | None, progress: bool | None
+    extractor: Extractor, doc: Document, given: tuple[Entity, ...] | None, progress: bool | None
 ) -> Extraction:
     bar = tqdm(
         total=len(doc.text),
@@ -244,9 +246,10 @@ def run_extract(args: argparse.Namespace) -> int:
         print(f"kiwi-fhir: {problem}", file=sys.stderr)
     if not files and not stdin:
         return 1
-    extractor = OnnxExtractor(
+    onnx = OnnxExtractor(
         Path(args.model) if args.model else None, threads=args.threads, batch_size=args.batch_size
     )
+    extractor: Extractor = onnx if getattr(args, "no_codes", False) else CodingExtractor(onnx)
     extractor.load()
     failed = len(empty_dirs)
     progress: bool | None = getattr(args, "progress", None)  # None: when stderr is a terminal

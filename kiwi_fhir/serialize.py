@@ -7,9 +7,10 @@ clinical text into more files than needed is a liability.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
-from kiwi_fhir.core import Document, Entity, Extraction, Mention, Modifier, Relation
+from kiwi_fhir.core import Code, Document, Entity, Extraction, Mention, Modifier, Relation
 
 SCHEMA = "kiwi-fhir/extraction/1"
 
@@ -27,6 +28,8 @@ def _mention(m: Mention) -> dict[str, Any]:
         out["fragments"] = [list(f) for f in m.fragments]
     if m.source:
         out["source"] = m.source
+    if isinstance(m, Entity) and m.codes:
+        out["codes"] = [asdict(c) for c in m.codes]
     return out
 
 
@@ -55,6 +58,7 @@ def from_dict(data: dict[str, Any], text: str) -> Extraction:
 
     def mk(kind: type[Mention], d: dict[str, Any]) -> Any:
         frags = tuple(tuple(f) for f in d.get("fragments", ()))
+        extra = {"codes": tuple(Code(**c) for c in d["codes"])} if d.get("codes") else {}
         return kind(
             d["id"],
             d["type"],
@@ -64,6 +68,7 @@ def from_dict(data: dict[str, Any], text: str) -> Extraction:
             d.get("confidence"),
             frags,
             d.get("source"),
+            **extra,
         )
 
     return Extraction(

@@ -90,6 +90,11 @@ def test_sample_note_is_highlighted_with_table_and_bundle(server: Server, browse
     assert browser.find_element(By.CSS_SELECTOR, ".doc").text.endswith(sample.strip()[-40:])
     rows = browser.find_elements(By.CSS_SELECTOR, "#entities tbody tr")
     assert len(rows) >= len({e.get_attribute("data-ids") for e in ents}) // 2
+    # terminology codes in the table: a chip per code, the system named, how it matched on hover
+    chips = browser.find_elements(By.CSS_SELECTOR, "#entities tbody td.codes .code")
+    assert chips and all(c.text.split()[0] in {"ICD-10-CM", "UNII", "DrugBank", "LOINC"}
+                         for c in chips)  # fmt: skip
+    assert any(w in chips[0].get_attribute("title") for w in ("exact", "normalised"))
     bundle = json.loads(browser.find_element(By.ID, "bundle").get_attribute("textContent"))
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
     answered = browser.find_element(By.ID, "answered-by").text

@@ -67,7 +67,7 @@ def build_resource(
 ) -> dict[str, Any]:
     em = entity_mapping(extraction, entity, mapping, context)
     res: dict[str, Any] = {"resourceType": em.resource}
-    put(res, em.code, {"text": entity.text})
+    put(res, em.code, concept(entity, mapping))
     put(res, em.subject, copy.deepcopy(source.patient))
     if em.encounter and source.encounter is not None:
         put(res, em.encounter, copy.deepcopy(source.encounter))
@@ -96,6 +96,34 @@ def build_resource(
             }
         )
     return res
+
+
+def concept(entity: Entity, mapping: FhirMapping) -> dict[str, Any]:
+    """The entity's CodeableConcept: always its text, plus its codes with the
+    match score and method in an extension, so receivers can threshold."""
+    out: dict[str, Any] = {"text": entity.text}
+    url = mapping.extensions.get("coding_match")
+    codings = []
+    for c in entity.codes:
+        coding: dict[str, Any] = {"system": c.system, "code": c.code}
+        if c.version:
+            coding["version"] = c.version
+        if c.display:
+            coding["display"] = c.display
+        if url:
+            coding["extension"] = [
+                {
+                    "url": url,
+                    "extension": [
+                        {"url": "score", "valueDecimal": round(float(c.score), 4)},
+                        {"url": "method", "valueCode": c.method},
+                    ],
+                }
+            ]
+        codings.append(coding)
+    if codings:
+        out["coding"] = codings
+    return out
 
 
 def derivation_reference(

@@ -55,6 +55,10 @@ class Service:
             from kiwi_fhir.extractors.registry import extractor_from_settings
 
             extractor = extractor_from_settings(settings)
+        if settings.terminology:  # codes on every backend's results, before they are stored
+            from kiwi_fhir.terminology.extractor import CodingExtractor
+
+            extractor = CodingExtractor(extractor)
         self.extractor = extractor
         self.batcher: Lanes | None = None
         self._health_task: asyncio.Task[None] | None = None

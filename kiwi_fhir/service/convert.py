@@ -28,8 +28,9 @@ _STATUS: Final = {
 
 def _mention(d: dict[str, Any]) -> pb.Mention:
     frags = [pb.Span(start=a, end=b) for a, b in d.get("fragments", ())]
+    codes = [pb.Coding(**c) for c in d.get("codes", ())]
     m = pb.Mention(id=d["id"], type=d["type"], start=d["start"], end=d["end"], text=d["text"],
-                   fragments=frags)  # fmt: skip
+                   fragments=frags, codes=codes)  # fmt: skip
     if d.get("confidence") is not None:
         m.confidence = d["confidence"]
     return m

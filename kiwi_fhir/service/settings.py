@@ -65,6 +65,9 @@ class ServiceSettings(BaseSettings):
     backend_options: dict[str, Any] = Field(default_factory=dict)
     #: How often the backend's health is probed for the gRPC health service.
     backend_health_interval_s: float = Field(5.0, gt=0)
+    #: Attach ICD-10-CM / UNII / DrugBank / LOINC codes to extracted entities
+    #: (kiwi_fhir/terminology; docs/terminology.md).
+    terminology: bool = True
     batch_max_size: int = Field(16, ge=1)
     batch_max_wait_ms: float = Field(10.0, ge=0)
     queue_max: int = Field(1024, ge=1)

@@ -143,6 +143,17 @@ function highlight(di, covering, linked) {
   }
 }
 
+const SYSTEMS = {
+  'http://hl7.org/fhir/sid/icd-10-cm': 'ICD-10-CM',
+  'http://fdasis.nlm.nih.gov': 'UNII',
+  'http://www.drugbank.ca': 'DrugBank',
+  'http://loinc.org': 'LOINC',
+};
+
+function systemLabel(uri) {
+  return SYSTEMS[uri] || uri;
+}
+
 function tableRows(doc, di) {
   const modById = new Map(doc.modifiers.map((m) => [m.id, m]));
   const linked = links(doc);
@@ -153,6 +164,12 @@ function tableRows(doc, di) {
     type.appendChild(document.createTextNode(e.type));
     tr.appendChild(type);
     tr.appendChild(el('td', {}, e.text));
+    const codes = el('td', { class: 'codes' });
+    for (const c of e.codes || []) {
+      const how = `${c.display} · ${c.method} ${c.score.toFixed(2)} · ${c.version}`;
+      codes.appendChild(el('span', { class: 'chip code', title: how }, `${systemLabel(c.system)} ${c.code}`));
+    }
+    tr.appendChild(codes);
     tr.appendChild(el('td', {}, `${e.start}–${e.end}`));
     tr.appendChild(el('td', {}, e.confidence != null ? e.confidence.toFixed(3) : ''));
     const mods = el('td');

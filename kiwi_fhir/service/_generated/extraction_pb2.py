@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkiwi_fhir/v1/extraction.proto\x12\x0ckiwi_fhir.v1\"[\n\x12\x45xtractTextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07patient\x18\x02 \x01(\t\x12\x11\n\tencounter\x18\x03 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x04 \x01(\t\"8\n\x1f\x45xtractDocumentReferenceRequest\x12\x15\n\rresource_json\x18\x01 \x01(\t\"$\n\x11\x45xtractHL7Request\x12\x0f\n\x07message\x18\x01 \x01(\x0c\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"\x9c\x01\n\x07Mention\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x17\n\nconfidence\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12%\n\tfragments\x18\x07 \x03(\x0b\x32\x12.kiwi_fhir.v1.SpanB\r\n\x0b_confidence\"Z\n\x08Relation\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x13\n\x0bmodifier_id\x18\x02 \x01(\t\x12\x17\n\nconfidence\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\r\n\x0b_confidence\"\xb5\x01\n\x0e\x44ocumentResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\'\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x15.kiwi_fhir.v1.Mention\x12(\n\tmodifiers\x18\x03 \x03(\x0b\x32\x15.kiwi_fhir.v1.Mention\x12)\n\trelations\x18\x04 \x03(\x0b\x32\x16.kiwi_fhir.v1.Relation\x12\x10\n\x08warnings\x18\x05 \x03(\t\"\xd2\x01\n\x0f\x45xtractResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.kiwi_fhir.v1.JobStatus\x12\x13\n\x0b\x62undle_json\x18\x03 \x01(\t\x12/\n\tdocuments\x18\x04 \x03(\x0b\x32\x1c.kiwi_fhir.v1.DocumentResult\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x11\n\tduplicate\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\"\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd8\x01\n\rStreamRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x30\n\x04text\x18\x02 \x01(\x0b\x32 .kiwi_fhir.v1.ExtractTextRequestH\x00\x12K\n\x12\x64ocument_reference\x18\x03 \x01(\x0b\x32-.kiwi_fhir.v1.ExtractDocumentReferenceRequestH\x00\x12.\n\x03hl7\x18\x04 \x01(\x0b\x32\x1f.kiwi_fhir.v1.ExtractHL7RequestH\x00\x42\x07\n\x05input\"9\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\x87\x01\n\x0eStreamResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.kiwi_fhir.v1.ExtractResponseH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.kiwi_fhir.v1.ItemErrorH\x00\x42\t\n\x07outcome*\x87\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATUS_RECEIVED\x10\x01\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x02\x12\x13\n\x0fJOB_STATUS_DONE\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x32\xb7\x03\n\x11\x45xtractionService\x12N\n\x0b\x45xtractText\x12 .kiwi_fhir.v1.ExtractTextRequest\x1a\x1d.kiwi_fhir.v1.ExtractResponse\x12h\n\x18\x45xtractDocumentReference\x12-.kiwi_fhir.v1.ExtractDocumentReferenceRequest\x1a\x1d.kiwi_fhir.v1.ExtractResponse\x12L\n\nExtractHL7\x12\x1f.kiwi_fhir.v1.ExtractHL7Request\x1a\x1d.kiwi_fhir.v1.ExtractResponse\x12N\n\rExtractStream\x12\x1b.kiwi_fhir.v1.StreamRequest\x1a\x1c.kiwi_fhir.v1.StreamResponse(\x01\x30\x01\x12J\n\tGetResult\x12\x1e.kiwi_fhir.v1.GetResultRequest\x1a\x1d.kiwi_fhir.v1.ExtractResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkiwi_fhir/v1/extraction.proto\x12\x0ckiwi_fhir.v1\"[\n\x12\x45xtractTextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07patient\x18\x02 \x01(\t\x12\x11\n\tencounter\x18\x03 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x04 \x01(\t\"8\n\x1f\x45xtractDocumentReferenceRequest\x12\x15\n\rresource_json\x18\x01 \x01(\t\"$\n\x11\x45xtractHL7Request\x12\x0f\n\x07message\x18\x01 \x01(\x0c\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"g\n\x06\x43oding\x12\x0e\n\x06system\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07\x64isplay\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x0e\n\x06method\x18\x06 \x01(\t\"\xc1\x01\n\x07Mention\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x17\n\nconfidence\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12%\n\tfragments\x18\x07 \x03(\x0b\x32\x12.kiwi_fhir.v1.Span\x12#\n\x05\x63odes\x18\x08 \x03(\x0b\x32\x14.kiwi_fhir.v1.CodingB\r\n\x0b_confidence\"Z\n\x08Relation\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x13\n\x0bmodifier_id\x18\x02 \x01(\t\x12\x17\n\nconfidence\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\r\n\x0b_confidence\"\xb5\x01\n\x0e\x44ocumentResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\'\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x15.kiwi_fhir.v1.Mention\x12(\n\tmodifiers\x18\x03 \x03(\x0b\x32\x15.kiwi_fhir.v1.Mention\x12)\n\trelations\x18\x04 \x03(\x0b\x32\x16.kiwi_fhir.v1.Relation\x12\x10\n\x08warnings\x18\x05 \x03(\t\"\xd2\x01\n\x0f\x45xtractResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.kiwi_fhir.v1.JobStatus\x12\x13\n\x0b\x62undle_json\x18\x03 \x01(\t\x12/\n\tdocuments\x18\x04 \x03(\x0b\x32\x1c.kiwi_fhir.v1.DocumentResult\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x11\n\tduplicate\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\"\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd8\x01\n\rStreamRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x30\n\x04text\x18\x02 \x01(\x0b\x32 .kiwi_fhir.v1.ExtractTextRequestH\x00\x12K\n\x12\x64ocument_reference\x18\x03 \x01(\x0b\x32-.kiwi_fhir.v1.ExtractDocumentReferenceRequestH\x00\x12.\n\x03hl7\x18\x04 \x01(\x0b\x32\x1f.kiwi_fhir.v1.ExtractHL7RequestH\x00\x42\x07\n\x05input\"9\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\x87\x01\n\x0eStreamResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.kiwi_fhir.v1.ExtractResponseH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.kiwi_fhir.v1.ItemErrorH\x00\x42\t\n\x07outcome*\x87\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATUS_RECEIVED\x10\x01\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x02\x12\x13\n\x0fJOB_STATUS_DONE\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x32\xb7\x03\n\x11\x45xtractionService\x12N\n\x0b\x45xtractText\x12 .kiwi_fhir.v1.ExtractTextRequest\x1a\x1d.kiwi_fhir.v1.ExtractResponse\x12h\n\x18\x45xtractDocumentReference\x12-.kiwi_fhir.v1.ExtractDocumentReferenceRequest\x1a\x1d.kiwi_fhir.v1.ExtractResponse\x12L\n\nExtractHL7\x12\x1f.kiwi_fhir.v1.ExtractHL7Request\x1a\x1d.kiwi_fhir.v1.ExtractResponse\x12N\n\rExtractStream\x12\x1b.kiwi_fhir.v1.StreamRequest\x1a\x1c.kiwi_fhir.v1.StreamResponse(\x01\x30\x01\x12J\n\tGetResult\x12\x1e.kiwi_fhir.v1.GetResultRequest\x1a\x1d.kiwi_fhir.v1.ExtractResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kiwi_fhir.v1.extraction_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=1373
-  _globals['_JOBSTATUS']._serialized_end=1508
+  _globals['_JOBSTATUS']._serialized_start=1515
+  _globals['_JOBSTATUS']._serialized_end=1650
   _globals['_EXTRACTTEXTREQUEST']._serialized_start=47
   _globals['_EXTRACTTEXTREQUEST']._serialized_end=138
   _globals['_EXTRACTDOCUMENTREFERENCEREQUEST']._serialized_start=140
@@ -41,22 +41,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXTRACTHL7REQUEST']._serialized_end=234
   _globals['_SPAN']._serialized_start=236
   _globals['_SPAN']._serialized_end=270
-  _globals['_MENTION']._serialized_start=273
-  _globals['_MENTION']._serialized_end=429
-  _globals['_RELATION']._serialized_start=431
-  _globals['_RELATION']._serialized_end=521
-  _globals['_DOCUMENTRESULT']._serialized_start=524
-  _globals['_DOCUMENTRESULT']._serialized_end=705
-  _globals['_EXTRACTRESPONSE']._serialized_start=708
-  _globals['_EXTRACTRESPONSE']._serialized_end=918
-  _globals['_GETRESULTREQUEST']._serialized_start=920
-  _globals['_GETRESULTREQUEST']._serialized_end=954
-  _globals['_STREAMREQUEST']._serialized_start=957
-  _globals['_STREAMREQUEST']._serialized_end=1173
-  _globals['_ITEMERROR']._serialized_start=1175
-  _globals['_ITEMERROR']._serialized_end=1232
-  _globals['_STREAMRESPONSE']._serialized_start=1235
-  _globals['_STREAMRESPONSE']._serialized_end=1370
-  _globals['_EXTRACTIONSERVICE']._serialized_start=1511
-  _globals['_EXTRACTIONSERVICE']._serialized_end=1950
+  _globals['_CODING']._serialized_start=272
+  _globals['_CODING']._serialized_end=375
+  _globals['_MENTION']._serialized_start=378
+  _globals['_MENTION']._serialized_end=571
+  _globals['_RELATION']._serialized_start=573
+  _globals['_RELATION']._serialized_end=663
+  _globals['_DOCUMENTRESULT']._serialized_start=666
+  _globals['_DOCUMENTRESULT']._serialized_end=847
+  _globals['_EXTRACTRESPONSE']._serialized_start=850
+  _globals['_EXTRACTRESPONSE']._serialized_end=1060
+  _globals['_GETRESULTREQUEST']._serialized_start=1062
+  _globals['_GETRESULTREQUEST']._serialized_end=1096
+  _globals['_STREAMREQUEST']._serialized_start=1099
+  _globals['_STREAMREQUEST']._serialized_end=1315
+  _globals['_ITEMERROR']._serialized_start=1317
+  _globals['_ITEMERROR']._serialized_end=1374
+  _globals['_STREAMRESPONSE']._serialized_start=1377
+  _globals['_STREAMRESPONSE']._serialized_end=1512
+  _globals['_EXTRACTIONSERVICE']._serialized_start=1653
+  _globals['_EXTRACTIONSERVICE']._serialized_end=2092
 # @@protoc_insertion_point(module_scope)

@@ -52,8 +52,24 @@ class Span(_message.Message):
     end: int
     def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
+class Coding(_message.Message):
+    __slots__ = ("system", "code", "display", "version", "score", "method")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    system: str
+    code: str
+    display: str
+    version: str
+    score: float
+    method: str
+    def __init__(self, system: _Optional[str] = ..., code: _Optional[str] = ..., display: _Optional[str] = ..., version: _Optional[str] = ..., score: _Optional[float] = ..., method: _Optional[str] = ...) -> None: ...
+
 class Mention(_message.Message):
-    __slots__ = ("id", "type", "start", "end", "text", "confidence", "fragments")
+    __slots__ = ("id", "type", "start", "end", "text", "confidence", "fragments", "codes")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +77,7 @@ class Mention(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     start: int
@@ -68,7 +85,8 @@ class Mention(_message.Message):
     text: str
     confidence: float
     fragments: _containers.RepeatedCompositeFieldContainer[Span]
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., text: _Optional[str] = ..., confidence: _Optional[float] = ..., fragments: _Optional[_Iterable[_Union[Span, _Mapping]]] = ...) -> None: ...
+    codes: _containers.RepeatedCompositeFieldContainer[Coding]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., text: _Optional[str] = ..., confidence: _Optional[float] = ..., fragments: _Optional[_Iterable[_Union[Span, _Mapping]]] = ..., codes: _Optional[_Iterable[_Union[Coding, _Mapping]]] = ...) -> None: ...
 
 class Relation(_message.Message):
     __slots__ = ("entity_id", "modifier_id", "confidence")

@@ -1,0 +1,104 @@
+"""Coders: one per code system, each a lookup in a shipped table.
+
+Matching, in order, stopping at the first hit:
+
+1. ``exact`` (score 1.0): the mention, case and spacing aside, is a term of
+   the source (a title, an inclusion term, a drug name);
+2. ``normalised`` (0.9): equal after :func:`.normalize.normalise` (plurals,
+   punctuation, "unspecified"/"NOS", parentheticals, a leading "the");
+   for drugs also with trailing formulation words stripped (0.85);
+3. ``abbreviation`` (0.8): the abbreviation table of
+   ``mappings/terminology.yaml`` (HTN, CHF, ASA, HCTZ ...).
+
+An embedding match (MiniLM cosine against code titles) is not built yet;
+the ``method`` field leaves room for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kiwi_fhir.core import Code
+from kiwi_fhir.terminology.normalize import normalise, plain, plain_term, strip_drug_suffixes
+from kiwi_fhir.terminology.tables import Row, Table
+
+SCORES: Mapping[str, float] = {"exact": 1.0, "normalised": 0.9, "suffix": 0.85, "abbreviation": 0.8}
+
+
+class Coder(Protocol):
+    """Ranked candidate codes of one system for a mention's text."""
+
+    name: str
+
+    @property
+    def system(self) -> str: ...
+
+    def candidates(self, text: str) -> list[Code]: ...
+
+
+@dataclass
+class TableCoder:
+    """A coder over one table; ``abbreviations`` maps an abbreviation either to
+    a code of the table (``code_abbreviations``) or to a term to look up."""
+
+    name: str
+    load: Callable[[], Table]
+    code_abbreviations: Mapping[str, str] = field(default_factory=dict)
+    term_abbreviations: Mapping[str, str] = field(default_factory=dict)
+    drug: bool = False
+    _table: Table | None = field(default=None, init=False, repr=False)
+    _by_code: dict[str, Row] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def table(self) -> Table:
+        if self._table is None:
+            self._table = self.load()
+        return self._table
+
+    @property
+    def system(self) -> str:
+        return self.table.system
+
+    def row_for_code(self, code: str) -> Row | None:
+        if self._by_code is None:
+            by: dict[str, Row] = {}
+            for key in self.table.rows:
+                row = self.table.get(key)
+                if row is not None and (row.code not in by or row.name == row.display):
+                    by[row.code] = row
+            self._by_code = by
+        return self._by_code.get(code)
+
+    def _code(self, row: Row, method: str) -> Code:
+        return Code(self.system, row.code, row.display, SCORES[method], method,
+                    self.table.version)  # fmt: skip
+
+    def candidates(self, text: str) -> list[Code]:
+        key = normalise(text)
+        if not key:
+            return []
+        row = self.table.get(key)
+        if row is not None:
+            said = plain(text)
+            exact = said in (plain(row.name), plain_term(row.name), plain_term(row.display))
+            method = "exact" if exact else "normalised"
+            return [self._code(row, method)]
+        if self.drug:
+            short = strip_drug_suffixes(key)
+            row = self.table.get(short) if short != key else None
+            if row is not None:
+                return [self._code(row, "suffix")]
+        abbr = plain(text)
+        code = self.code_abbreviations.get(abbr) or self.code_abbreviations.get(key)
+        if code is not None:
+            row = self.row_for_code(code)
+            if row is not None:
+                return [self._code(Row(row.code, row.display, abbr), "abbreviation")]
+        term = self.term_abbreviations.get(abbr) or self.term_abbreviations.get(key)
+        if term is not None:
+            row = self.table.get(normalise(term))
+            if row is not None:
+                return [self._code(row, "abbreviation")]
+        return []
