@@ -62,7 +62,7 @@ def _loinc_table() -> Table:
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: entries[{n}]: needs code, display and names") from exc
         for name in names:
-            key = normalise(str(name))
+            key = normalise(str(name), mention=False)
             if key in rows and not rows[key].startswith(f"{code}\t"):
                 raise ConfigError(f"{path}: entries[{n}]: name {name!r} is also another entry's")
             rows[key] = f"{code}\t{display}\t{name}"
@@ -85,6 +85,7 @@ CODERS: dict[str, Callable[[], Coder]] = {
         "icd10cm",
         lambda: read_table("icd10cm"),
         code_abbreviations=_abbreviations("icd10cm_abbreviations"),
+        code_synonyms={normalise(k): v for k, v in _abbreviations("icd10cm_synonyms").items()},
     ),
     "unii": lambda: TableCoder(
         "unii",
@@ -123,9 +124,10 @@ def check_abbreviations() -> list[str]:
     bad = []
     icd = get_coder("icd10cm")
     assert isinstance(icd, TableCoder)
-    for abbr, code in _abbreviations("icd10cm_abbreviations").items():
-        if icd.row_for_code(code) is None:
-            bad.append(f"icd10cm_abbreviations.{abbr}: {code} is not a code of the table")
+    for section in ("icd10cm_abbreviations", "icd10cm_synonyms"):
+        for abbr, code in _abbreviations(section).items():
+            if icd.row_for_code(code) is None:
+                bad.append(f"{section}.{abbr}: {code} is not a code of the table")
     unii = get_coder("unii")
     assert isinstance(unii, TableCoder)
     for abbr, term in _abbreviations("drug_abbreviations").items():

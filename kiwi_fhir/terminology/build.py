@@ -26,6 +26,7 @@ import bz2
 import csv
 import os
 import pickle
+import re
 import sys
 from collections.abc import Iterator
 from importlib import metadata
@@ -40,6 +41,11 @@ UNII_SYSTEM = "http://fdasis.nlm.nih.gov"
 DRUGBANK_SYSTEM = "http://www.drugbank.ca"
 MAX_WORDS = 6  # longer drug names are chemical names no note uses
 MAX_ICD_WORDS = 8
+_PERINATAL = re.compile(
+    r"pregnan|childbirth|puerper|obstetric|gestation|deliver|labor|abortion|ectopic|"
+    r"newborn|neonat|fetus|fetal|perinatal|birth|maternal|placenta|uter",
+    re.IGNORECASE,
+)
 MAX_ICD_CODE = 7  # "S52.562" yes, "S52.562A" no
 
 
@@ -57,8 +63,12 @@ def _icd_rows() -> tuple[dict[str, Row], str]:
         terms = [title, *icd.get_inclusion_term(code), *icd.get_includes(code)]
         if len(code) > MAX_ICD_CODE:
             continue  # 7th-character extensions (encounter, laterality of fractures...)
+        if code[0] in "VWXY":
+            continue  # external causes ("Accident NOS" is X58): never a problem of the note
+        if code[0] in "OP" and not _PERINATAL.search(title):
+            continue  # "Galactorrhea" (O92.6) must not code a galactorrhea outside pregnancy
         for n, term in enumerate(terms):
-            key = normalise(term)
+            key = normalise(term, mention=False)
             if not key or len(key.split()) > MAX_ICD_WORDS:
                 continue  # no note mention spells out a 9-word title
             rank = (*rank_base[:1], n > 0, *rank_base[1:])  # a title over an inclusion term
@@ -98,12 +108,12 @@ def _unii_rows(drug_names: set[str]) -> dict[str, Row]:
     for name, kind, unii, display in lines:
         if unii not in drugs:
             continue
-        key = normalise(name)
+        key = normalise(name, mention=False)
         if not key or len(key.split()) > MAX_WORDS:
             continue
         if kind == "cn" and (len(key.split()) > 3 or not key.replace(" ", "").isalpha()):
             continue  # chemical and code-like synonyms: no note writes them
-        own = normalise(display) == key
+        own = normalise(display, mention=False) == key
         rank = (not own, type_rank[kind], len(display), unii)
         row = Row(unii, display.title() if display.isupper() else display, name)
         found.setdefault(key, []).append((rank, row))
@@ -130,12 +140,12 @@ def _drugbank_rows(vocab: dict[str, Any]) -> dict[str, Row]:
     # Variants spelled as their key first: "(11C)metformin" must not take "metformin".
     variants = sorted(
         vocab["drug_variant_to_canonical"].items(),
-        key=lambda kv: (normalise(kv[0]) != " ".join(kv[0].lower().split()), kv[0]),
+        key=lambda kv: (normalise(kv[0], mention=False) != " ".join(kv[0].lower().split()), kv[0]),
     )
     for variant, canonicals in variants:
         data = [vocab["drug_canonical_to_data"].get(c) or {} for c in canonicals]
         ids = {d["drugbank_id"] for d in data if d.get("drugbank_id")}
-        key = normalise(variant)
+        key = normalise(variant, mention=False)
         if len(ids) != 1 or not key or key in rows:  # ambiguous: no code rather than a guess
             continue
         (db,) = ids

@@ -7,8 +7,11 @@ Matching, in order, stopping at the first hit:
 2. ``normalised`` (0.9): equal after :func:`.normalize.normalise` (plurals,
    punctuation, "unspecified"/"NOS", parentheticals, a leading "the");
    for drugs also with trailing formulation words stripped (0.85);
-3. ``abbreviation`` (0.8): the abbreviation table of
-   ``mappings/terminology.yaml`` (HTN, CHF, ASA, HCTZ ...).
+3. ``synonym`` (0.85): a curated term of ``mappings/terminology.yaml``
+   that no title spells ("pneumonia", "coronary artery disease"), with the
+   code the ICD-10-CM alphabetic index gives it;
+4. ``abbreviation`` (0.8): the abbreviation table there (HTN, CHF, ASA,
+   HCTZ ...).
 
 An embedding match (MiniLM cosine against code titles) is not built yet;
 the ``method`` field leaves room for it.
@@ -16,6 +19,7 @@ the ``method`` field leaves room for it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +28,16 @@ from kiwi_fhir.core import Code
 from kiwi_fhir.terminology.normalize import normalise, plain, plain_term, strip_drug_suffixes
 from kiwi_fhir.terminology.tables import Row, Table
 
-SCORES: Mapping[str, float] = {"exact": 1.0, "normalised": 0.9, "suffix": 0.85, "abbreviation": 0.8}
+# "<site> pain" as ICD-10-CM titles say it: "Pain in right shoulder".
+_SITE_PAIN = re.compile(r"^((?:left|right) [a-z]+(?: [a-z]+)?) pain$")
+
+SCORES: Mapping[str, float] = {
+    "exact": 1.0,
+    "normalised": 0.9,
+    "suffix": 0.85,
+    "synonym": 0.85,
+    "abbreviation": 0.8,
+}
 
 
 class Coder(Protocol):
@@ -46,6 +59,7 @@ class TableCoder:
     name: str
     load: Callable[[], Table]
     code_abbreviations: Mapping[str, str] = field(default_factory=dict)
+    code_synonyms: Mapping[str, str] = field(default_factory=dict)  # keys normalised
     term_abbreviations: Mapping[str, str] = field(default_factory=dict)
     drug: bool = False
     _table: Table | None = field(default=None, init=False, repr=False)
@@ -80,6 +94,8 @@ class TableCoder:
         if not key:
             return []
         row = self.table.get(key)
+        if row is None and (m := _SITE_PAIN.match(key)):  # "right shoulder pain"
+            row = self.table.get(f"pain in {m.group(1)}")
         if row is not None:
             said = plain(text)
             exact = said in (plain(row.name), plain_term(row.name), plain_term(row.display))
@@ -91,11 +107,12 @@ class TableCoder:
             if row is not None:
                 return [self._code(row, "suffix")]
         abbr = plain(text)
-        code = self.code_abbreviations.get(abbr) or self.code_abbreviations.get(key)
-        if code is not None:
-            row = self.row_for_code(code)
+        for table, method in ((self.code_synonyms, "synonym"),
+                              (self.code_abbreviations, "abbreviation")):  # fmt: skip
+            code = table.get(abbr) or table.get(key)
+            row = self.row_for_code(code) if code is not None else None
             if row is not None:
-                return [self._code(Row(row.code, row.display, abbr), "abbreviation")]
+                return [self._code(Row(row.code, row.display, abbr), method)]
         term = self.term_abbreviations.get(abbr) or self.term_abbreviations.get(key)
         if term is not None:
             row = self.table.get(normalise(term))

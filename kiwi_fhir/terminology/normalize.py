@@ -15,7 +15,8 @@ from typing import Final
 
 _PAREN = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _QUALIFIER = re.compile(
-    r"\b(?:unspecified|not otherwise specified|nos|not elsewhere classified|nec)\b"
+    r"\b(?:unspecified organism|site not specified|unspecified|not otherwise specified|nos|"
+    r"not elsewhere classified|nec)\b"
 )
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 # Words a mention may start with that no code title has.
@@ -77,19 +78,24 @@ def _singular(word: str) -> str:
         return word
     if word.endswith("ies"):
         return word[:-3] + "y"
+    if word.endswith(("shes", "xes", "sses")):  # not "ches": headaches, aches
+        return word[:-2]
     if word.endswith("s"):
         return word[:-1]
     return word
 
 
-def normalise(text: str) -> str:
-    """Lower-case ASCII words, singular, without qualifiers or parentheticals."""
+def normalise(text: str, *, mention: bool = True) -> str:
+    """Lower-case ASCII words, singular, without qualifiers or parentheticals.
+
+    ``mention`` also drops the leading words of a note's phrase ("the",
+    "his" ...); never for a source term ("Hers disease" is not "disease")."""
     t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
     t = _PAREN.sub(" ", t)
     t = _QUALIFIER.sub(" ", t)
     t = t.replace("'s ", " ")
     words = [_singular(w) for w in _NON_WORD.sub(" ", t).split()]
-    while words and words[0] in _LEADING:
+    while mention and words and words[0] in _LEADING:
         words = words[1:]
     return " ".join(words)
 
