@@ -18,6 +18,7 @@ from kiwi_fhir.core import Document
 from kiwi_fhir.extract_cli import LONG_NOTE
 from kiwi_fhir.extractors.onnx import OnnxExtractor
 from kiwi_fhir.serialize import to_dict
+from kiwi_fhir.terminology import code_extraction
 
 DATA = Path(__file__).resolve().parent / "data"
 NOTE = "No fever. Aspirin 81 mg daily for chest pain."
@@ -166,7 +167,8 @@ def test_long_note_shows_progress_and_matches_extract(tmp_path: Path) -> None:
     assert res.returncode == 0 and "Traceback" not in res.stderr
     assert "long:" in res.stderr and "char" in res.stderr  # the per-note bar
     got = json.loads(res.stdout)
-    want = to_dict(OnnxExtractor().extract([Document("long", text, {"source": "file"})])[0])
+    (plain,) = OnnxExtractor().extract([Document("long", text, {"source": "file"})])
+    want = to_dict(code_extraction(plain))  # the CLI codes entities by default
     assert got["entities"] == want["entities"] and got["relations"] == want["relations"]
     quiet = kiwi("extract", "long.txt", cwd=tmp_path)  # not a terminal: no bar by default
     assert quiet.returncode == 0 and quiet.stderr == ""
@@ -178,3 +180,12 @@ def test_help_describes_eval_arguments_and_train_defaults(tmp_path: Path) -> Non
     tr = " ".join(kiwi("train", "--help", cwd=tmp_path).stdout.split())
     for default in ("fine-tuning epochs (default 36)", "(default 13)", "(default 1.5e-4)"):
         assert default in tr
+
+
+def test_codes_by_default_and_no_codes(tmp_path: Path) -> None:
+    (tmp_path / "n.txt").write_text("History of hypertension. Aspirin 81 mg daily.")
+    coded = json.loads(kiwi("extract", "n.txt", cwd=tmp_path).stdout)
+    systems = {c["system"] for e in coded["entities"] for c in e.get("codes", ())}
+    assert "http://hl7.org/fhir/sid/icd-10-cm" in systems
+    plain = json.loads(kiwi("extract", "n.txt", "--no-codes", cwd=tmp_path).stdout)
+    assert plain["entities"] and not any("codes" in e for e in plain["entities"])

@@ -66,7 +66,10 @@ def test_service_on_triton_survives_a_triton_outage(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         svc = Service(settings)
-        assert isinstance(svc.extractor, TritonExtractor)
+        from kiwi_fhir.terminology.extractor import CodingExtractor
+
+        assert isinstance(svc.extractor, CodingExtractor)  # codes on by default, any backend
+        assert isinstance(svc.extractor.inner, TritonExtractor)
         ports = await svc.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['grpc']}") as ch:

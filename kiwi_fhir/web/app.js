@@ -143,15 +143,17 @@ function highlight(di, covering, linked) {
   }
 }
 
-const SYSTEMS = {
-  'http://hl7.org/fhir/sid/icd-10-cm': 'ICD-10-CM',
-  'http://fdasis.nlm.nih.gov': 'UNII',
-  'http://www.drugbank.ca': 'DrugBank',
-  'http://loinc.org': 'LOINC',
-};
+// Code system URIs by a distinctive part (the page names no URL of its own).
+const SYSTEMS = [
+  ['/sid/icd-10-cm', 'ICD-10-CM'],
+  ['fdasis.nlm.nih.gov', 'UNII'],
+  ['drugbank', 'DrugBank'],
+  ['loinc.org', 'LOINC'],
+];
 
 function systemLabel(uri) {
-  return SYSTEMS[uri] || uri;
+  const hit = SYSTEMS.find(([part]) => uri.includes(part));
+  return hit ? hit[1] : uri;
 }
 
 function tableRows(doc, di) {
