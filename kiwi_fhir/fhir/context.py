@@ -30,6 +30,7 @@ output alone (the JSON, brat and gRPC results stay the model's), and their
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -158,6 +159,9 @@ class ContextFinder:
         self._text = extraction.document.text
         self._sentences = sentences(self._text)
         self._headings = [(m.start(), m.start(1), m.end(1)) for m in _HEADING.finditer(self._text)]
+        # bisect keys: a long note has thousands of entities, sentences and headings
+        self._starts = [a for a, _ in self._sentences]
+        self._heading_starts = [h[0] for h in self._headings]
 
     def of(self, entity: Entity) -> Context:
         sent = self._sentence(entity.start)
@@ -176,18 +180,14 @@ class ContextFinder:
         return Context(mods, planned)
 
     def _sentence(self, pos: int) -> tuple[int, int]:
-        for a, b in self._sentences:
-            if a <= pos < b:
-                return a, b
+        k = bisect.bisect_right(self._starts, pos) - 1  # sentences are sorted, disjoint
+        if k >= 0 and pos < self._sentences[k][1]:
+            return self._sentences[k]
         return pos, pos
 
     def _heading(self, pos: int) -> tuple[int, int] | None:
-        found = None
-        for line_start, a, b in self._headings:
-            if line_start > pos:
-                break
-            found = (a, b)
-        return found
+        k = bisect.bisect_right(self._heading_starts, pos) - 1
+        return None if k < 0 else self._headings[k][1:]
 
     def _relative(
         self, entity: Entity, sent: tuple[int, int], heading: tuple[int, int] | None

@@ -29,7 +29,7 @@ from kiwi_fhir.errors import ConfigError
 from kiwi_fhir.schema import ENTITY_TYPES
 from kiwi_fhir.terminology.coders import Coder, TableCoder
 from kiwi_fhir.terminology.normalize import normalise
-from kiwi_fhir.terminology.tables import Row, Table, read_table
+from kiwi_fhir.terminology.tables import Table, read_table
 
 __all__ = ["CODERS", "Coder", "code_extraction", "coders_for", "get_coder"]
 
@@ -150,6 +150,3 @@ def code_extraction(extraction: Extraction, best_only: bool = True) -> Extractio
 
 def code_all(extractions: Sequence[Extraction]) -> list[Extraction]:
     return [code_extraction(ex) for ex in extractions]
-
-
-_ = Row  # re-exported for callers building tables
