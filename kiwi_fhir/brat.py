@@ -19,6 +19,7 @@ from pathlib import Path
 from kiwi_fhir.core import Document, Entity, Extraction, Mention, Modifier, Relation
 from kiwi_fhir.errors import AnnotationFormatError, DocumentError
 from kiwi_fhir.schema import ENTITY_TYPES, MODIFIER_TYPES, RELATION_TYPE
+from kiwi_fhir.source import Source
 
 _SPAN_RE = re.compile(r"^(\d+) (\d+)$")
 _ARG_RE = re.compile(r"^Arg([12]):(\S+)$")
@@ -154,7 +155,8 @@ def read_pair(
     txt_path: Path, *, strict: bool = True, report: ParseReport | None = None
 ) -> Extraction:
     """Read ``NAME.txt`` and its ``NAME.ann`` (missing ``.ann`` = no annotations)."""
-    doc = Document(id=txt_path.stem, text=read_text(txt_path), meta={"path": str(txt_path)})
+    source = Source(path=str(txt_path))
+    doc = Document(id=txt_path.stem, text=read_text(txt_path), source=source)
     ann_path = txt_path.with_suffix(".ann")
     ann = read_text(ann_path) if ann_path.exists() else ""
     return parse_ann(ann, doc, path=str(ann_path), strict=strict, report=report)

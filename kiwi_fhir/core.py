@@ -11,24 +11,31 @@ each mention's ``text`` equals ``document.text[start:end]``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kiwi_fhir.schema import ENTITY_TYPES, MODIFIER_TYPES, is_allowed
+from kiwi_fhir.source import Source
 
 
 @dataclass(frozen=True)
 class Document:
     """One clinical note: its decoded text plus where it came from.
 
-    ``meta`` carries source facts the FHIR layer needs (patient, encounter,
-    date, document type, message control id); kept as strings so the core
-    stays independent of any interchange format.
+    ``source`` carries the facts the FHIR layer needs (patient, encounter,
+    date, document type, status, structured results; :mod:`kiwi_fhir.source`).
+    It takes no part in equality or hashing: a note is its id and text.
     """
 
     id: str
     text: str
-    meta: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    source: Source = field(default_factory=Source, compare=False, hash=False)
+
+    @property
+    def meta(self) -> Source:
+        """Deprecated alias of :attr:`source`, kept only for the callers in
+        modules being edited elsewhere right now (``extract_cli``,
+        ``training.augment``); remove once they read ``source``."""
+        return self.source
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from kiwi_fhir.brat import ParseReport, parse_ann, read_text
 from kiwi_fhir.core import Document, Extraction, Mention
 from kiwi_fhir.errors import InputError
 from kiwi_fhir.schema import ENTITY_TYPES, MODIFIER_TYPES
+from kiwi_fhir.source import Source
 
 Span = tuple[str, int, int]  # (label, start, end)
 RelKey = tuple[Span, Span]  # (entity, modifier)
@@ -252,7 +253,8 @@ def evaluate(
 
 
 def _read(ann_path: Path, txt_path: Path, report: ParseReport) -> Extraction:
-    doc = Document(id=ann_path.stem, text=read_text(txt_path), meta={"path": str(txt_path)})
+    source = Source(path=str(txt_path))
+    doc = Document(id=ann_path.stem, text=read_text(txt_path), source=source)
     return parse_ann(read_text(ann_path), doc, path=str(ann_path), strict=False, report=report)
 
 

@@ -7,12 +7,16 @@ clinical text into more files than needed is a liability.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
+from kiwi_fhir import source
 from kiwi_fhir.core import Code, Document, Entity, Extraction, Mention, Modifier, Relation
 
-SCHEMA = "kiwi-fhir/extraction/1"
+#: 2: ``document.source`` (typed, :mod:`kiwi_fhir.source`) replaced the flat
+#: ``document.meta`` string map of 1.
+SCHEMA = "kiwi-fhir/extraction/2"
 
 
 def _mention(m: Mention) -> dict[str, Any]:
@@ -39,7 +43,7 @@ def to_dict(ex: Extraction) -> dict[str, Any]:
         "document": {
             "id": ex.document.id,
             "length": len(ex.document.text),
-            "meta": dict(ex.document.meta),
+            "source": source.to_json(ex.document.source),
         },
         "model": ex.model,
         "backend": ex.backend,
@@ -72,7 +76,7 @@ def from_dict(data: dict[str, Any], text: str) -> Extraction:
         )
 
     return Extraction(
-        document=Document(doc["id"], text, doc.get("meta", {})),
+        document=Document(doc["id"], text, document_source(doc)),
         entities=tuple(mk(Entity, d) for d in data["entities"]),
         modifiers=tuple(mk(Modifier, d) for d in data["modifiers"]),
         relations=tuple(
@@ -81,3 +85,11 @@ def from_dict(data: dict[str, Any], text: str) -> Extraction:
         model=data.get("model", ""),
         backend=data.get("backend", ""),
     )
+
+
+def document_source(doc: dict[str, Any]) -> source.Source:
+    """The Source of a serialized document; a result stored before schema 2
+    (``meta``, with warnings as a JSON string) keeps its warnings."""
+    if "meta" in doc and "source" not in doc:
+        return source.Source(warnings=tuple(json.loads(doc["meta"].get("warnings") or "[]")))
+    return source.from_json(doc.get("source"))

@@ -18,6 +18,7 @@ from kiwi_fhir.core import Document
 from kiwi_fhir.extract_cli import LONG_NOTE
 from kiwi_fhir.extractors.onnx import OnnxExtractor
 from kiwi_fhir.serialize import to_dict
+from kiwi_fhir.source import Source
 from kiwi_fhir.terminology import code_extraction
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -55,7 +56,7 @@ def test_stdin_is_sniffed_like_a_file(tmp_path: Path) -> None:
     res = kiwi("extract", "-", cwd=tmp_path, stdin=(DATA / "oru_radiology.hl7").read_bytes())
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["document"]["id"] == "stdin" and out["document"]["meta"]["source"] == "hl7"
+    assert out["document"]["id"] == "stdin" and out["document"]["source"]["channel"] == "hl7"
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,7 @@ def test_long_note_shows_progress_and_matches_extract(tmp_path: Path) -> None:
     assert res.returncode == 0 and "Traceback" not in res.stderr
     assert "long:" in res.stderr and "char" in res.stderr  # the per-note bar
     got = json.loads(res.stdout)
-    (plain,) = OnnxExtractor().extract([Document("long", text, {"source": "file"})])
+    (plain,) = OnnxExtractor().extract([Document("long", text, Source(channel="file"))])
     want = to_dict(code_extraction(plain))  # the CLI codes entities by default
     assert got["entities"] == want["entities"] and got["relations"] == want["relations"]
     quiet = kiwi("extract", "long.txt", cwd=tmp_path)  # not a terminal: no bar by default

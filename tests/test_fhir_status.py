@@ -10,6 +10,7 @@ from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.fhir import to_bundle
 from kiwi_fhir.fhir.status import Standing, standing
 from kiwi_fhir.inputs import parse_hl7
+from kiwi_fhir.source import DocumentEvent, Source
 
 VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
@@ -58,24 +59,24 @@ def ver(entry: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize(
-    ("meta", "want"),
+    ("source", "want"),
     [
-        ({}, Standing.FINAL),
-        ({"document_status": "AU"}, Standing.FINAL),
-        ({"document_status": "DO"}, Standing.PRELIMINARY),
-        ({"document_status": "preliminary"}, Standing.PRELIMINARY),
-        ({"result_status": "P"}, Standing.PRELIMINARY),
-        ({"result_status": "C"}, Standing.AMENDED),
-        ({"document_status": "amended"}, Standing.AMENDED),
-        ({"document_event": "replace", "document_status": "DI"}, Standing.AMENDED),
-        ({"result_status": "X"}, Standing.ENTERED_IN_ERROR),
-        ({"reference_status": "entered-in-error"}, Standing.ENTERED_IN_ERROR),
-        ({"document_event": "cancel", "document_status": "LA"}, Standing.ENTERED_IN_ERROR),
-        ({"document_event": "addendum"}, Standing.FINAL),
+        (Source(), Standing.FINAL),
+        (Source(document_status="AU"), Standing.FINAL),
+        (Source(document_status="DO"), Standing.PRELIMINARY),
+        (Source(document_status="preliminary"), Standing.PRELIMINARY),
+        (Source(result_status="P"), Standing.PRELIMINARY),
+        (Source(result_status="C"), Standing.AMENDED),
+        (Source(document_status="amended"), Standing.AMENDED),
+        (Source(event=DocumentEvent.REPLACE, document_status="DI"), Standing.AMENDED),
+        (Source(result_status="X"), Standing.ENTERED_IN_ERROR),
+        (Source(reference_status="entered-in-error"), Standing.ENTERED_IN_ERROR),
+        (Source(event=DocumentEvent.CANCEL, document_status="LA"), Standing.ENTERED_IN_ERROR),
+        (Source(event=DocumentEvent.ADDENDUM), Standing.FINAL),
     ],
 )
-def test_standing_folds_every_status_the_senders_use(meta: dict[str, str], want: Standing) -> None:
-    assert standing(meta) is want
+def test_standing_folds_every_status_the_senders_use(source: Source, want: Standing) -> None:
+    assert standing(source) is want
 
 
 def test_preliminary_note_gives_provisional_facts_that_a_signed_version_updates() -> None:

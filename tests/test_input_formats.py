@@ -12,6 +12,7 @@ from kiwi_fhir.inputs.formats import Fetcher, Identity
 from kiwi_fhir.inputs.hl7_syntax import AckError, ack_text, read_msh
 from kiwi_fhir.service import demo_api, intake
 from kiwi_fhir.service.store import Job, NewJob
+from kiwi_fhir.source import Source
 
 HL7_DIR = Path(__file__).parent / "data" / "hl7"
 ORU = (HL7_DIR / "oru_lab_numeric.hl7").read_bytes()
@@ -70,7 +71,7 @@ class _Upper:
     def parse(
         self, raw: bytes, *, fetcher: Fetcher | None = None, source: str = ""
     ) -> list[Document | DocumentError]:
-        return [Document("u", raw.decode()[3:].lower(), {"source": "upper"})]
+        return [Document("u", raw.decode()[3:].lower(), Source(channel="upper"))]
 
 
 def test_a_new_format_is_one_class_and_one_entry(

@@ -22,6 +22,7 @@ from kiwi_fhir.inputs import (
 )
 from kiwi_fhir.inputs.docref import parse_document_reference_items
 from kiwi_fhir.inputs.textconv import decode_bytes, html_to_text, split_content_type
+from kiwi_fhir.source import Coding, Identifier, Ref, Source
 
 DATA = Path(__file__).parent / "data"
 
@@ -30,53 +31,52 @@ def test_plain_utf8_keeps_crlf_and_carries_context() -> None:
     (doc,) = load_documents(DATA / "docref_plain.json")
     assert doc.id == "docref_plain"
     assert doc.text == "Assessment: café-au-lait spots.\r\nNo fever."
-    assert dict(doc.meta) == {
-        "source": "fhir",
-        "source_id": "note-1",
-        "source_ref": "DocumentReference/note-1",
-        "identifier": "urn:oid:2.16.840.1.113883.3.72.5|DOC-note-1",
-        "patient": "Patient/pat-1",
-        "encounter": "Encounter/enc-9",
-        "date": "2024-03-15T09:30:00+01:00",
-        "doc_type": "http://loinc.org|11506-3",
-        "doc_type_text": "Progress note",
-        "content_index": "0",
-        "content_type": "text/plain",
-        "charset": "utf-8",
-    }
+    assert doc.source == Source(
+        channel="fhir",
+        source_id="note-1",
+        source_ref="DocumentReference/note-1",
+        identifier=Identifier("DOC-note-1", "urn:oid:2.16.840.1.113883.3.72.5"),
+        patient=Ref("Patient/pat-1"),
+        encounter=Ref("Encounter/enc-9"),
+        date="2024-03-15T09:30:00+01:00",
+        doc_type=Coding("11506-3", "http://loinc.org", "Progress note"),
+        content_index=0,
+        content_type="text/plain",
+        charset="utf-8",
+    )
 
 
 def test_declared_latin1_charset_is_honoured() -> None:
     (doc,) = load_documents(DATA / "docref_latin1.json")
     assert doc.text == "Naïve patient, no rash."
-    assert doc.meta["charset"] == "iso8859-1"
+    assert doc.source.charset == "iso8859-1"
 
 
 def test_html_becomes_visible_text_one_line_per_block() -> None:
     (doc,) = load_documents(DATA / "docref_html.json")
     assert doc.text == "Clinic note\nChest pain & dyspnea,\nno fever.\nAspirin 81 mg"
-    assert doc.meta["content_type"] == "text/html"
+    assert doc.source.content_type == "text/html"
 
 
 def test_rtf_becomes_plain_text() -> None:
     (doc,) = load_documents(DATA / "docref_rtf.json")
     assert doc.text == "Follow-up in two weeks.\nCafé diet allowed."
-    assert doc.meta["content_type"] == "text/rtf"
+    assert doc.source.content_type == "text/rtf"
 
 
 def test_text_attachment_preferred_over_pdf() -> None:
     (doc,) = load_documents(DATA / "docref_pdf_and_text.json")
     assert doc.text == "Plain copy: no acute distress."
-    assert doc.meta["content_index"] == "1"
+    assert doc.source.content_index == 1
 
 
 def test_searchset_bundle_skips_included_resources() -> None:
     docs = load_documents(DATA / "bundle_searchset.json")
-    assert [(d.id, d.text, d.meta["source_id"]) for d in docs] == [
+    assert [(d.id, d.text, d.source.source_id) for d in docs] == [
         ("bundle_searchset.1", "First note: cough.", "s1"),
         ("bundle_searchset.2", "Second note: wheeze.", "s2"),
     ]
-    assert docs[0].meta["source_ref"] == "https://fhir.example.org/DocumentReference/s1"
+    assert docs[0].source.source_ref == "https://fhir.example.org/DocumentReference/s1"
 
 
 def test_transaction_bundle_one_bad_entry_costs_only_itself() -> None:
@@ -89,7 +89,7 @@ def test_transaction_bundle_one_bad_entry_costs_only_itself() -> None:
     assert isinstance(err, FhirInputError)
     assert err.path == "entry[1].resource.content[0].attachment.data"
     # urn:uuid fullUrls of a transaction mean nothing on the server afterwards
-    assert docs[0].meta["source_ref"] == ""
+    assert docs[0].source.source_ref == ""
 
 
 @pytest.mark.parametrize(
@@ -252,7 +252,7 @@ def test_txt_and_unreadable_files(tmp_path: Path) -> None:
     note = tmp_path / "n.txt"
     note.write_bytes(b"Line one.\r\nLine two.")
     (doc,) = load_documents(note)
-    assert (doc.id, doc.text, dict(doc.meta)) == ("n", "Line one.\r\nLine two.", {"source": "file"})
+    assert (doc.id, doc.text, doc.source) == ("n", "Line one.\r\nLine two.", Source(channel="file"))
     note.write_bytes(b"caf\xe9")
     docs, errors = load_documents_lenient(note)
     assert docs == [] and "not valid UTF-8" in str(errors[0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from kiwi_fhir.errors import DocumentError, HL7Error, KiwiError
 from kiwi_fhir.inputs import load_documents, load_documents_lenient, parse_hl7
 from kiwi_fhir.inputs.hl7 import parse_hl7_items
 from kiwi_fhir.inputs.hl7_syntax import Encoding, ts_to_fhir, unescape
+from kiwi_fhir.source import Coding, Identifier, Ref
 
 DATA = Path(__file__).parent / "data"
 
@@ -26,16 +26,16 @@ def test_radiology_crlf_escapes_repetitions_and_set_id_order() -> None:
         "IMPRESSION: No acute cardiopulmonary process.\n"
         "Mild degenerative change of the spine."
     )
-    m = doc.meta
-    assert m["patient"] == "urn:oid:2.16.840.1.113883.3.72|MRN445566"
-    assert m["patient_assigner"] == "GENHOSP"
-    assert m["encounter"] == "|ENC7788"
-    assert m["control_id"] == "RAD20240315001"
-    assert m["source_id"] == "RAD20240315001"
-    assert m["doc_type"] == "http://loinc.org|36643-5"
-    assert m["doc_type_text"] == "XR Chest 2 Views"
-    assert m["date"] == "2024-03-15T08:30:00-05:00"
-    assert m["message_type"] == "ORU^R01" and m["hl7_version"] == "2.5.1"
+    m = doc.source
+    assert m.patient == Ref(
+        identifier=Identifier("MRN445566", "urn:oid:2.16.840.1.113883.3.72", "GENHOSP")
+    )
+    assert m.encounter == Ref(identifier=Identifier("ENC7788", "", "GENHOSP"))
+    assert m.control_id == "RAD20240315001"
+    assert m.source_id == "RAD20240315001"
+    assert m.doc_type == Coding("36643-5", "http://loinc.org", "XR Chest 2 Views")
+    assert m.date == "2024-03-15T08:30:00-05:00"
+    assert m.message_type == "ORU^R01" and m.hl7_version == "2.5.1"
 
 
 def test_pathology_ft_newlines_sub_id_order_and_split_utf8_hex_escape() -> None:
@@ -46,8 +46,9 @@ def test_pathology_ft_newlines_sub_id_order_and_split_utf8_hex_escape() -> None:
         "SPECIMEN: Colon biopsy, sigmoid.\nCLINICAL: Rule out colitis.\n"
         "DIAGNOSIS: Benign colonic mucosa.\n\nPt. seen by Dr. André Lévesque."
     )
-    assert doc.meta["doc_type"] == "http://www.ama-assn.org/go/cpt|88305"
-    assert doc.meta["date"] == "2024-04-01"
+    cpt = "http://www.ama-assn.org/go/cpt"
+    assert doc.source.doc_type == Coding("88305", cpt, "Surgical pathology")
+    assert doc.source.date == "2024-04-01"
 
 
 def test_ed_base64_text_and_rtf_pdf_skipped() -> None:
@@ -63,16 +64,17 @@ def test_multi_obr_one_document_per_narrative_group_labs_kept() -> None:
     assert [d.id for d in docs] == ["oru_multi_obr.1", "oru_multi_obr.2"]
     assert docs[0].text == "Left ventricular ejection fraction 55%.\nNo pericardial effusion."
     assert docs[1].text == "Cardiology consult: continue aspirin 81 mg daily."
-    assert docs[0].meta["doc_type_text"] == "Echocardiogram report"
-    assert docs[1].meta["identifier"] == "|CONS3"
-    labs = json.loads(docs[0].meta["lab_results"])
-    assert [(lab["code"], lab["value"], lab.get("comparator")) for lab in labs] == [
-        ("718-7", "10.6", None),
+    assert docs[0].source.doc_type is not None
+    assert docs[0].source.doc_type.text == "Echocardiogram report"
+    assert docs[1].source.identifier == Identifier("CONS3")
+    labs = docs[0].source.lab_results
+    assert [(lab.code, lab.value, lab.comparator) for lab in labs] == [
+        ("718-7", "10.6", ""),
         ("777-3", "50", "<"),
-        ("6690-2", "7.2", None),
+        ("6690-2", "7.2", ""),
     ]
-    assert labs[0]["unit"] == "g/dL" and labs[0]["flag"] == "L"
-    assert "lab_results" not in docs[1].meta
+    assert labs[0].unit == "g/dL" and labs[0].flag == "L"
+    assert docs[1].source.results == ()
 
 
 def test_mdm_t02_txa_document_type() -> None:
@@ -81,21 +83,22 @@ def test_mdm_t02_txa_document_type() -> None:
         "HOSPITAL COURSE: Admitted with community acquired pneumonia.\n"
         "Treated with ceftriaxone 1 g IV daily for five days."
     )
-    assert doc.meta["doc_type"] == "http://terminology.hl7.org/CodeSystem/v2-0270|DS"
-    assert doc.meta["doc_type_text"] == "Discharge summary"
-    assert doc.meta["identifier"] == "|DOC-2024-0702"
-    assert doc.meta["date"] == "2024-07-02"
-    assert doc.meta["message_type"] == "MDM^T02"
+    assert doc.source.doc_type == Coding(
+        "DS", "http://terminology.hl7.org/CodeSystem/v2-0270", "Discharge summary"
+    )
+    assert doc.source.identifier == Identifier("DOC-2024-0702")
+    assert doc.source.date == "2024-07-02"
+    assert doc.source.message_type == "MDM^T02"
 
 
 def test_batch_file_with_mllp_framing_and_batch_segments() -> None:
     docs = load_documents(DATA / "batch_two_messages.hl7")
-    assert [(d.id, d.meta["control_id"]) for d in docs] == [
+    assert [(d.id, d.source.control_id) for d in docs] == [
         ("batch_two_messages.1", "B001"),
         ("batch_two_messages.2", "B002"),
     ]
     assert docs[1].text == "Addendum: mild headache resolved."
-    assert docs[1].meta["message_type"] == "MDM^T06"
+    assert docs[1].source.message_type == "MDM^T06"
 
 
 def test_msh18_latin1_bytes_and_hex_escape_in_that_charset() -> None:

@@ -7,7 +7,6 @@ test set). Each Bundle is validated against R4B by ``to_bundle``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from kiwi_fhir.fhir import to_bundle
 from kiwi_fhir.inputs import load_documents, parse_hl7
 from kiwi_fhir.inputs.cda import cda_to_text
 from kiwi_fhir.inputs.hl7_syntax import codec_for
+from kiwi_fhir.source import DocumentEvent
 
 DATA = Path(__file__).parent / "data"
 HL7 = DATA / "hl7"
@@ -88,7 +88,7 @@ def test_cda_inside_an_obx_ed_is_extracted_as_section_narrative() -> None:
 def test_cda_document_reference_reads_like_the_hl7_one() -> None:
     (dr,) = load_documents(DATA / "docref_cda.json")
     (ed,) = load_documents(HL7 / "oru_cda_ed.hl7")
-    assert dr.text == ed.text and dr.meta["content_type"] == "application/hl7-v3+xml"
+    assert dr.text == ed.text and dr.source.content_type == "application/hl7-v3+xml"
 
 
 def test_cda_xml_is_parsed_safely() -> None:
@@ -105,7 +105,7 @@ def test_cda_xml_is_parsed_safely() -> None:
 def test_mdm_without_txa_and_replace_event_are_accepted() -> None:
     (doc,) = load_documents(HL7 / "mdm_t10_no_txa.hl7")
     assert doc.text.startswith("Patient denies chest pain.")
-    assert doc.meta["message_type"] == "MDM^T10" and doc.meta["document_event"] == "replace"
+    assert doc.source.message_type == "MDM^T10" and doc.source.event is DocumentEvent.REPLACE
 
 
 def test_adt_with_obx_narrative_is_read_and_adt_without_is_refused() -> None:
@@ -156,7 +156,7 @@ def test_unreadable_ed_beside_narrative_is_named_in_a_warning() -> None:
         "OBX|1|TX|X||Patient has fever.\rOBX|2|ED|X||^image^jpeg^Base64^/9j/\r"
     )
     (doc,) = parse_hl7(raw)
-    assert json.loads(doc.meta["warnings"]) == ["OBX[2]: ED payload is not text; not extracted"]
+    assert doc.source.warnings == ("OBX[2]: ED payload is not text; not extracted",)
 
 
 def test_cli_names_the_skipped_part_and_exits_1(tmp_path: Path, capsys: Any) -> None:

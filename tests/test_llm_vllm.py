@@ -32,6 +32,7 @@ from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.extractors.llm import LlmExtractor
 from kiwi_fhir.extractors.llm_guided import copy_grammar
 from kiwi_fhir.extractors.routing import HybridExtractor
+from kiwi_fhir.source import Source
 
 pytestmark = pytest.mark.slow
 
@@ -199,7 +200,7 @@ def test_hybrid_routes_a_source_to_vllm(vllm_url: str) -> None:
     h = HybridExtractor(_Bert(), LlmExtractor(vllm_url, SERVED, timeout_s=600, max_tokens=64),
                         llm_sources=("radiology",))  # fmt: skip
     h.load()
-    docs = [Document("a", NOTES[1], {"source": "radiology"}), Document("b", NOTES[1])]
+    docs = [Document("a", NOTES[1], Source(channel="radiology")), Document("b", NOTES[1])]
     a, b = h.extract(docs)
     assert a.backend.startswith("hybrid(") and b.backend == ""
     assert h.stats() == {"routed": 1, "fallbacks": 0}

@@ -10,6 +10,7 @@ from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.errors import BackendUnavailableError
 from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.extractors.routing import HybridExtractor, note_confidence
+from kiwi_fhir.source import Source
 
 TEXT = "No chest pain. Aspirin 81 mg daily."
 
@@ -63,7 +64,8 @@ def llm() -> Stub:
 
 
 def docs() -> list[Document]:
-    return [Document("a", TEXT, {"source": "cardiology"}), Document("b", TEXT, {"source": "er"})]
+    return [Document("a", TEXT, Source(channel="cardiology")),
+            Document("b", TEXT, Source(channel="er"))]  # fmt: skip
 
 
 def test_only_configured_sources_reach_the_llm() -> None:

@@ -2,7 +2,7 @@
 
 The LLM is slow and costly, so it reads only the notes where it is expected
 to pay off: notes from sources configured as hard for BERT
-(``Document.meta["source"]``, e.g. a department whose notes look unlike the
+(``Document.source.channel``, e.g. a department whose notes look unlike the
 training data), and notes where BERT itself is unsure -- the mean confidence
 of its entities is below ``min_confidence``. For a routed note the LLM's
 spans win; BERT spans that overlap none of them are kept too (the LLM adds
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HybridExtractor", "note_confidence"]
 
-SOURCE_KEY = "source"
 _M = TypeVar("_M", bound=Mention)
 
 
@@ -88,7 +87,7 @@ class HybridExtractor(Extractor):
 
     def wants_llm(self, doc: Document, first: Extraction) -> bool:
         """Whether this note goes to the LLM too (source rule, then confidence rule)."""
-        if doc.meta.get(SOURCE_KEY) in self.llm_sources:
+        if doc.source.channel in self.llm_sources:
             return True
         if self.min_confidence is None:
             return False

@@ -83,7 +83,7 @@ def by_segments(
     ids: dict[str, str] = {}  # segment-tagged id -> final id
     segments = cuts(doc.text, max_chars, keep)
     for k, (a, b) in enumerate(segments):
-        seg = Document(f"{doc.id}#{k}", doc.text[a:b], doc.meta)
+        seg = Document(f"{doc.id}#{k}", doc.text[a:b], doc.source)
         seg_given = None
         if given is not None:
             seg_given = [_shift(e, -a, e.id) for e in given if a <= e.start and e.end <= b]

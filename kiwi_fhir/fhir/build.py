@@ -25,7 +25,7 @@ from kiwi_fhir.fhir.values import parse
 
 
 @dataclass(frozen=True)
-class Source:
+class Targets:
     """What every resource of one document points at."""
 
     patient: dict[str, Any]
@@ -62,7 +62,7 @@ def build_resource(
     extraction: Extraction,
     entity: Entity,
     mapping: FhirMapping,
-    source: Source,
+    source: Targets,
     context: Context = NO_CONTEXT,
 ) -> dict[str, Any]:
     em = entity_mapping(extraction, entity, mapping, context)
@@ -104,7 +104,11 @@ def concept(entity: Entity, mapping: FhirMapping) -> dict[str, Any]:
     out: dict[str, Any] = {"text": entity.text}
     url = mapping.extensions.get("coding_match")
     codings = []
+    seen: set[str] = set()
     for c in entity.codes:
+        if c.system in seen:  # a ranked runner-up, not an equivalent coding
+            continue
+        seen.add(c.system)
         coding: dict[str, Any] = {"system": c.system, "code": c.code}
         if c.version:
             coding["version"] = c.version
@@ -127,7 +131,7 @@ def concept(entity: Entity, mapping: FhirMapping) -> dict[str, Any]:
 
 
 def derivation_reference(
-    mapping: FhirMapping, source: Source, offset: int, length: int
+    mapping: FhirMapping, source: Targets, offset: int, length: int
 ) -> dict[str, Any]:
     return {
         "url": mapping.extensions["derivation_reference"],

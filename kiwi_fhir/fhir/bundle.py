@@ -26,11 +26,12 @@ from kiwi_fhir import __version__
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.errors import FhirOutputError
 from kiwi_fhir.fhir import status
-from kiwi_fhir.fhir.build import Source, build_resource
+from kiwi_fhir.fhir.build import Targets, build_resource
 from kiwi_fhir.fhir.context import ContextFinder
 from kiwi_fhir.fhir.labs import diagnostic_reports, lab_observations
 from kiwi_fhir.fhir.mapping import load_mapping
 from kiwi_fhir.fhir.tables import FhirMapping
+from kiwi_fhir.source import Ref
 
 _NS: Final = uuid.UUID("6f1c2d7e-3b7a-5c55-9a4e-2f0d8f7a9c11")
 _REF_RE = re.compile(r"^(?:[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}|urn:\S+|https?://\S+)$")
@@ -38,29 +39,28 @@ _INSTANT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+
 BUNDLE_TYPES: Final = ("transaction", "collection")
 
 
-def reference(value: str, assigner: str = "") -> dict[str, Any]:
-    """A meta string (``Patient/1`` or ``system|value``) as a FHIR Reference.
-
-    ``system|value`` is always an identifier (a ``urn:oid:`` system once made
+def reference(ref: Ref) -> dict[str, Any]:
+    """A FHIR Reference: the literal one the sender gave when it is one a
+    server can resolve, else by identifier (a ``urn:oid:`` system once made
     the literal, unresolvable reference ``urn:oid:1.2|123``)."""
-    if "|" not in value and _REF_RE.match(value):
-        return {"reference": value}
-    system, _, val = value.rpartition("|")
-    ident: dict[str, Any] = {"value": val}
-    if system:
-        ident["system"] = system
-    if assigner:
-        ident["assigner"] = {"display": assigner}
+    if ref.reference and _REF_RE.match(ref.reference):
+        return {"reference": ref.reference}
+    found = ref.identifier
+    ident: dict[str, Any] = {"value": found.value if found else ref.reference}
+    if found is not None and found.system:
+        ident["system"] = found.system
+    if found is not None and found.assigner:
+        ident["assigner"] = {"display": found.assigner}
     return {"identifier": ident}
 
 
 def document_key(extraction: Extraction) -> str:
     doc = extraction.document
-    meta = doc.meta
+    src = doc.source
     # The sender's identity when there is one (so a re-sent note maps to the same
     # resources whatever our file naming), else message control id / our id.
-    fallback = f"{meta.get('control_id', '')}/{meta.get('source_id') or doc.id}"
-    identity = meta.get("source_ref") or meta.get("identifier") or fallback
+    fallback = f"{src.control_id}/{src.source_id or doc.id}"
+    identity = src.source_ref or (src.identifier.token if src.identifier else "") or fallback
     digest = hashlib.sha256(f"{identity}\0{doc.text}".encode()).hexdigest()
     return digest[:24]
 
@@ -79,46 +79,46 @@ def to_bundle(
     if bundle_type not in BUNDLE_TYPES:
         raise ValueError(f"bundle_type must be one of {BUNDLE_TYPES}")
     mapping = mapping or load_mapping()
-    doc, meta = extraction.document, extraction.document.meta
+    doc, src = extraction.document, extraction.document.source
     key = document_key(extraction)
     patient = (
-        reference(meta["patient"], meta.get("patient_assigner", ""))
-        if meta.get("patient")
+        reference(src.patient)
+        if src.patient is not None
         else {"display": "patient not identified in the source document"}
     )
-    encounter = reference(meta["encounter"]) if meta.get("encounter") else None
+    encounter = reference(src.encounter) if src.encounter is not None else None
     entries: list[tuple[dict[str, Any], str]] = []  # (resource, identifier value)
-    own = meta.get("source") == "fhir" and meta.get("content_type", "text/plain") == "text/plain"
+    own = src.channel == "fhir" and src.content_type == "text/plain"
     docref: dict[str, Any] | None
-    if meta.get("structured_only"):  # results only, no narrative: nothing to index
+    if src.structured_only:  # results only, no narrative: nothing to index
         docref, path = None, ""
-    elif own and meta.get("source_ref"):
-        docref = {"reference": meta["source_ref"]}
-        path = f"DocumentReference.content[{meta.get('content_index', '0')}].attachment"
+    elif own and src.source_ref:
+        docref = {"reference": src.source_ref}
+        path = f"DocumentReference.content[{src.content_index}].attachment"
     else:
         dr = _text_docref(extraction, mapping, key, patient, encounter)
         entries.append((dr, f"doc.{key}"))
         docref = {"reference": _full_url(f"doc.{key}")}
         path = "DocumentReference.content[0].attachment"
-    source = Source(patient, encounter, docref or {}, path, key)
-    standing = status.standing(meta)
+    targets = Targets(patient, encounter, docref or {}, path, key)
+    standing = status.standing(src)
     for res, _ in entries:  # our DocumentReference of the text
         status.apply(res, standing)
     entities = sorted(extraction.entities, key=lambda e: (e.start, e.end, e.id))
     context = ContextFinder(extraction)
     for ent in entities:
-        res = build_resource(extraction, ent, mapping, source, context.of(ent))
+        res = build_resource(extraction, ent, mapping, targets, context.of(ent))
         status.apply(res, standing)  # lab results keep their own OBX-11 / OBR-25 status
         entries.append((res, res["identifier"][0]["value"]))
-    labs = lab_observations(meta.get("lab_results"), mapping, source)
+    labs = lab_observations(src.results, mapping, targets)
     entries += labs
-    entries += diagnostic_reports(meta.get("lab_results"), labs, source, mapping, _full_url)
-    targets = [{"reference": _full_url(v)} for r, v in entries if r is not None]
-    if not targets and docref is None:
+    entries += diagnostic_reports(src.results, labs, targets, mapping, _full_url)
+    made = [{"reference": _full_url(v)} for r, v in entries if r is not None]
+    if not made and docref is None:
         raise FhirOutputError(f"{doc.id}: document has neither narrative nor structured results")
-    update = status.stated(meta)  # a stated status overwrites what an earlier version made
+    update = status.stated(src)  # a stated status overwrites what an earlier version made
     prov = _provenance(
-        targets or [docref or {}],
+        made or [docref or {}],
         docref,
         model_id or extraction.model,
         backend or extraction.backend,
@@ -168,39 +168,39 @@ def _text_docref(
     patient: dict[str, Any],
     encounter: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    doc, meta = extraction.document, extraction.document.meta
+    doc, src = extraction.document, extraction.document.source
     idents = [{"system": mapping.document_identifier_system, "value": f"doc.{key}"}]
-    if meta.get("identifier"):
-        system, _, value = meta["identifier"].rpartition("|")
-        idents.append({"system": system, "value": value} if system else {"value": value})
+    if (found := src.identifier) is not None:
+        idents.append({"system": found.system, "value": found.value} if found.system
+                      else {"value": found.value})  # fmt: skip
     data = base64.b64encode(doc.text.encode("utf-8")).decode("ascii")
     dr: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "identifier": idents,
         "status": "current",
         "subject": patient,
-        "description": f"plain text of {meta.get('content_type', 'text/plain')} note "
+        "description": f"plain text of {src.content_type} note "
         f"{doc.id} (offsets of extracted resources index this)",
         "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "data": data}}],
     }
-    if meta.get("doc_type") or meta.get("doc_type_text"):
-        system, _, code = meta.get("doc_type", "").rpartition("|")
-        cc: dict[str, Any] = {"text": meta.get("doc_type_text") or code}
-        if code:
-            cc["coding"] = [{"system": system, "code": code} if system else {"code": code}]
+    if (dt := src.doc_type) is not None:
+        cc: dict[str, Any] = {"text": dt.text or dt.code}
+        if dt.code:
+            cc["coding"] = [{"system": dt.system, "code": dt.code} if dt.system
+                            else {"code": dt.code}]  # fmt: skip
         dr["type"] = cc
     context: dict[str, Any] = {}
     if encounter is not None:
         context["encounter"] = [encounter]
-    date = meta.get("date", "")
+    date = src.date
     if _INSTANT_RE.match(date):
         dr["date"] = date
     elif date:
         context["period"] = {"start": date}
     if context:
         dr["context"] = context
-    if meta.get("source_ref"):
-        dr["relatesTo"] = [{"code": "transforms", "target": {"reference": meta["source_ref"]}}]
+    if src.source_ref:
+        dr["relatesTo"] = [{"code": "transforms", "target": {"reference": src.source_ref}}]
     return dr
 
 

@@ -1,5 +1,5 @@
-"""Structured HL7 results (OBX NM/SN/CWE/DT... kept in ``meta["lab_results"]``)
-to Observations, and each OBR group of them to a DiagnosticReport.
+"""Structured HL7 results (OBX NM/SN/CWE/DT..., ``Source.results``) to
+Observations, and each OBR group of them to a DiagnosticReport.
 
 These are facts the sender already coded, so they travel beside the
 extracted resources rather than through the model; they carry no
@@ -9,14 +9,15 @@ sender gave (OBX-3, OBR-4, CWE values) are passed through as they came.
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
-from kiwi_fhir.fhir.build import Source
+from kiwi_fhir.fhir.build import Targets
 from kiwi_fhir.fhir.tables import FhirMapping
 from kiwi_fhir.fhir.units import number, quantity
 from kiwi_fhir.fhir.values import reference_range
+from kiwi_fhir.source import LabResult, ResultGroup
 
 _STATUS: Final[dict[str, str]] = {
     "F": "final",
@@ -35,25 +36,20 @@ _INTERPRETATION: Final = "http://terminology.hl7.org/CodeSystem/v3-ObservationIn
 
 
 def lab_observations(
-    raw: str | None, mapping: FhirMapping, source: Source
+    groups: tuple[ResultGroup, ...], mapping: FhirMapping, source: Targets
 ) -> list[tuple[dict[str, Any], str]]:
-    """(Observation, identifier value) per structured result; malformed values skipped."""
-    if not raw:
-        return []
+    """(Observation, identifier value) per structured result, in message order."""
     out: list[tuple[dict[str, Any], str]] = []
-    for n, lab in enumerate(json.loads(raw), start=1):
-        code: dict[str, Any] = {"text": lab.get("display") or lab.get("code", "result")}
-        if lab.get("code"):
-            coding = {
-                "code": lab["code"],
-                **({"system": lab["system"]} if lab.get("system") else {}),
-            }
-            code["coding"] = [coding]
-        ident = f"{source.key}.lab.{lab.get('set_id', n)}.{n}"
+    labs = [(g, lab) for g in groups for lab in g.results]
+    for n, (group, lab) in enumerate(labs, start=1):
+        code: dict[str, Any] = {"text": lab.display or lab.code or "result"}
+        if lab.code:
+            code["coding"] = [{"code": lab.code, **({"system": lab.system} if lab.system else {})}]
+        ident = f"{source.key}.lab.{lab.set_id or n}.{n}"
         obs: dict[str, Any] = {
             "resourceType": "Observation",
             "identifier": [{"system": mapping.identifier_system, "value": ident}],
-            "status": _STATUS.get(lab.get("status", "F"), "final"),
+            "status": _STATUS.get(lab.status or "F", "final"),
             "category": [
                 {
                     "coding": [
@@ -72,49 +68,46 @@ def lab_observations(
         value = _value(lab, mapping)
         if value is not None:
             obs[value[0]] = value[1]
-        if lab.get("date") or lab.get("report_date"):
-            obs["effectiveDateTime"] = lab.get("date") or lab["report_date"]
-        if lab.get("range"):
-            obs["referenceRange"] = [_range(lab["range"], lab.get("unit", ""), mapping)]
-        if lab.get("flag") in _FLAGS:
-            obs["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": lab["flag"]}]}]
+        if lab.date or group.date:
+            obs["effectiveDateTime"] = lab.date or group.date
+        if lab.range:
+            obs["referenceRange"] = [_range(lab.range, lab.unit, mapping)]
+        if lab.flag in _FLAGS:
+            obs["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": lab.flag}]}]
         out.append((obs, ident))
     return out
 
 
 def diagnostic_reports(
-    raw: str | None, observations: list[tuple[dict[str, Any], str]], source: Source,
-    mapping: FhirMapping, full_url: Any,
+    groups: tuple[ResultGroup, ...], observations: list[tuple[dict[str, Any], str]],
+    source: Targets, mapping: FhirMapping, full_url: Callable[[str], str],
 ) -> list[tuple[dict[str, Any], str]]:  # fmt: skip
     """One DiagnosticReport per OBR group of results, referencing its Observations."""
-    if not raw:
-        return []
-    groups: dict[str, tuple[dict[str, str], list[str]]] = {}
-    for lab, (_obs, ident) in zip(json.loads(raw), observations, strict=True):
-        if "report_set" in lab:
-            groups.setdefault(lab["report_set"], (lab, []))[1].append(ident)
+    reports: dict[str, tuple[ResultGroup, list[str]]] = {}
+    idents = iter(ident for _obs, ident in observations)
+    for g in groups:
+        mine = [next(idents) for _ in g.results]
+        if g.set_id:  # results under a TXA, or before any OBR, have no report
+            reports.setdefault(g.set_id, (g, []))[1].extend(mine)
     out: list[tuple[dict[str, Any], str]] = []
-    for set_id, (lab, idents) in groups.items():
-        code: dict[str, Any] = {"text": lab.get("report_display") or lab.get("report_code")
-                                or "laboratory report"}  # fmt: skip
-        if lab.get("report_code"):
-            code["coding"] = [{"code": lab["report_code"],
-                               **({"system": lab["report_system"]}
-                                  if lab.get("report_system") else {})}]  # fmt: skip
+    for set_id, (g, members) in reports.items():
+        code: dict[str, Any] = {"text": g.display or g.code or "laboratory report"}
+        if g.code:
+            code["coding"] = [{"code": g.code, **({"system": g.system} if g.system else {})}]
         ident = f"{source.key}.report.{set_id}"
         dr: dict[str, Any] = {
             "resourceType": "DiagnosticReport",
             "identifier": [{"system": mapping.identifier_system, "value": ident}],
-            "status": _REPORT_STATUS.get(lab.get("report_status", "F"), "final"),
+            "status": _REPORT_STATUS.get(g.status or "F", "final"),
             "category": [{"coding": [{"system": _DR_CATEGORY, "code": "LAB"}]}],
             "code": code,
             "subject": source.patient,
-            "result": [{"reference": full_url(i)} for i in idents],
+            "result": [{"reference": full_url(i)} for i in members],
         }
         if source.encounter is not None:
             dr["encounter"] = source.encounter
-        if lab.get("report_date"):
-            dr["effectiveDateTime"] = lab["report_date"]
+        if g.date:
+            dr["effectiveDateTime"] = g.date
         out.append((dr, ident))
     return out
 
@@ -130,24 +123,23 @@ def _range(text: str, unit: str, mapping: FhirMapping) -> dict[str, Any]:
     return dict(rr)
 
 
-def _value(lab: dict[str, str], mapping: FhirMapping) -> tuple[str, Any] | None:
-    if lab.get("value_code") or lab.get("value_display"):
-        cc: dict[str, Any] = {"text": lab.get("value_display") or lab["value_code"]}
-        if lab.get("value_code"):
-            cc["coding"] = [{"code": lab["value_code"],
-                             **({"system": lab["value_system"]}
-                                if lab.get("value_system") else {})}]  # fmt: skip
+def _value(lab: LabResult, mapping: FhirMapping) -> tuple[str, Any] | None:
+    if lab.value_code or lab.value_display:
+        cc: dict[str, Any] = {"text": lab.value_display or lab.value_code}
+        if lab.value_code:
+            system = {"system": lab.value_system} if lab.value_system else {}
+            cc["coding"] = [{"code": lab.value_code, **system}]
         return "valueCodeableConcept", cc
-    if lab.get("value_datetime"):
-        return "valueDateTime", lab["value_datetime"]
+    if lab.value_datetime:
+        return "valueDateTime", lab.value_datetime
     try:
-        num = number(lab.get("value", ""))
+        num = number(lab.value)
     except ValueError:
-        return ("valueString", lab["value"]) if lab.get("value") else None
-    if lab.get("value2"):  # SN range "2^-^4" or ratio "1^:^128": keep as text
-        sep = lab.get("separator", "-")
-        return "valueString", f"{lab.get('comparator', '')}{lab['value']}{sep}{lab['value2']}"
-    q = quantity(num, lab.get("unit", ""), mapping.codes)
-    if lab.get("comparator") in ("<", ">", "<=", ">="):
-        q["comparator"] = lab["comparator"]
+        return ("valueString", lab.value) if lab.value else None
+    if lab.value2:  # SN range "2^-^4" or ratio "1^:^128": keep as text
+        sep = lab.separator or "-"
+        return "valueString", f"{lab.comparator}{lab.value}{sep}{lab.value2}"
+    q = quantity(num, lab.unit, mapping.codes)
+    if lab.comparator in ("<", ">", "<=", ">="):
+        q["comparator"] = lab.comparator
     return "valueQuantity", q

@@ -37,6 +37,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
+from kiwi_fhir.source import DocumentEvent, Source
+
 
 class Standing(StrEnum):
     FINAL = "final"
@@ -52,39 +54,37 @@ _OBR25: Final[dict[str, Standing]] = {
     "X": Standing.ENTERED_IN_ERROR,
     "F": Standing.FINAL,
 }
-_EVENTS: Final[dict[str, Standing]] = {
-    "edit": Standing.AMENDED,
-    "replace": Standing.AMENDED,
-    "cancel": Standing.ENTERED_IN_ERROR,
+_EVENTS: Final[dict[DocumentEvent, Standing]] = {
+    DocumentEvent.EDIT: Standing.AMENDED,
+    DocumentEvent.REPLACE: Standing.AMENDED,
+    DocumentEvent.CANCEL: Standing.ENTERED_IN_ERROR,
 }
-#: The keys of ``Document.meta`` that state a status.
-STATUS_KEYS: Final = ("document_status", "result_status", "reference_status", "document_event")
 _VER_STATUS: Final = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 
-def standing(meta: Mapping[str, str]) -> Standing:
+def standing(source: Source) -> Standing:
     """The strongest statement wins: retracted over amended over preliminary."""
     found = {Standing.FINAL}
-    doc = meta.get("document_status", "").strip()
+    doc = source.document_status.strip()
     if doc.upper() in _TXA17_PRELIMINARY or doc.lower() == "preliminary":
         found.add(Standing.PRELIMINARY)
     if doc.lower() in ("amended", "entered-in-error"):
         found.add(Standing(doc.lower()))
-    if (result := meta.get("result_status", "").strip().upper()) in _OBR25:
+    if (result := source.result_status.strip().upper()) in _OBR25:
         found.add(_OBR25[result])
-    if meta.get("reference_status") == "entered-in-error":
+    if source.reference_status == "entered-in-error":
         found.add(Standing.ENTERED_IN_ERROR)
-    if (event := meta.get("document_event", "")) in _EVENTS:
-        found.add(_EVENTS[event])
+    if source.event is not None and source.event in _EVENTS:
+        found.add(_EVENTS[source.event])
     for s in (Standing.ENTERED_IN_ERROR, Standing.AMENDED, Standing.PRELIMINARY):
         if s in found:
             return s
     return Standing.FINAL
 
 
-def stated(meta: Mapping[str, str]) -> bool:
+def stated(source: Source) -> bool:
     """Whether the sender said anything about the document's status."""
-    return any(meta.get(k) for k in STATUS_KEYS)
+    return source.status_stated
 
 
 def apply(res: dict[str, Any], s: Standing) -> None:

@@ -8,7 +8,7 @@ to plain text -- never the raw bytes of the container.
 
 Documents loaded from a file are named ``<stem>`` or, when the file holds
 several, ``<stem>.<n>`` (1-based, in file order), so output names are stable;
-the sender's own id is kept in ``meta["source_id"]``.
+the sender's own id is kept in ``Source.source_id``.
 """
 
 from __future__ import annotations
@@ -100,6 +100,6 @@ def _renamed(
         if new_id == item.id:  # a plain-text file is already named by its stem
             docs.append(item)
             continue
-        meta = {**item.meta, "source_id": item.meta.get("source_id") or item.id}
-        docs.append(replace(item, id=new_id, meta=meta))
+        source = replace(item.source, source_id=item.source.source_id or item.id)
+        docs.append(replace(item, id=new_id, source=source))
     return docs, errors

@@ -8,11 +8,11 @@ error. ``Document.text`` is the decoded attachment; for ``text/html`` and
 ``text/rtf`` it is the converted plain text (see :mod:`.textconv`) and all
 offsets index that, never the markup.
 
-``meta`` keys set here: ``source`` (``fhir``), ``source_id``, ``source_ref``
-(``DocumentReference/<id>`` or the entry's ``fullUrl``), ``identifier``
-(``system|value``), ``patient`` and ``encounter`` (reference strings),
-``date``, ``doc_type`` (``system|code``), ``doc_type_text``,
-``content_index``, ``content_type``, ``charset``.
+``Source`` fields set here: ``channel`` (``fhir``), ``source_id``,
+``source_ref`` (``DocumentReference/<id>`` or the entry's ``fullUrl``),
+``identifier``, ``patient`` and ``encounter`` (a literal reference or an
+identifier), ``date``, ``doc_type``, ``document_status`` (``docStatus``),
+``reference_status``, ``content_index``, ``content_type``, ``charset``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import base64
 import binascii
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.error import URLError
 
@@ -30,6 +30,7 @@ from kiwi_fhir.errors import DocumentError, FhirInputError, UnsupportedContentTy
 from kiwi_fhir.inputs import jsonin
 from kiwi_fhir.inputs.formats import Fetcher, Identity
 from kiwi_fhir.inputs.textconv import XML_TYPES, split_content_type, to_plain_text
+from kiwi_fhir.source import Coding, Identifier, Ref, Source
 
 _BUNDLE_TYPES: Final = frozenset({"collection", "transaction", "searchset", "batch"})
 _PREFERENCE: Final[tuple[str, ...]] = (
@@ -158,7 +159,7 @@ def _one(
     else:
         raise fail(at, "attachment has neither data nor url")
     try:
-        text, meta = to_plain_text(data, ctype)
+        conv = to_plain_text(data, ctype)
     except LookupError as exc:
         raise UnsupportedContentTypeError(
             prefix + f"{at}.contentType", split_content_type(ctype)[0], source=source
@@ -166,11 +167,12 @@ def _one(
     except ValueError as exc:
         raise fail(f"{at}.data" if "data" in att else f"{at}.url", str(exc)) from exc
     rid = _s(res.get("id"))
-    meta.update(source="fhir", source_id=rid, content_index=str(index))
-    meta["source_ref"] = _source_ref(rid, full_url)
-    meta.update(_context(res))
-    doc_id = rid or meta.get("identifier", "").rpartition("|")[2] or "document"
-    return Document(id=doc_id, text=text, meta=meta)
+    src = _context(res, Source(
+        channel="fhir", source_id=rid, source_ref=_source_ref(rid, full_url),
+        content_index=index, content_type=conv.content_type, charset=conv.charset,
+    ))  # fmt: skip
+    ident = src.identifier.value if src.identifier else ""
+    return Document(id=rid or ident or "document", text=conv.text, source=src)
 
 
 def _source_ref(rid: str, full_url: str | None) -> str:
@@ -209,48 +211,50 @@ def _pick(content: list[Any], prefix: str, source: str) -> tuple[int, Mapping[st
     return i, att
 
 
-def _context(res: Mapping[str, Any]) -> dict[str, str]:
-    """Patient, encounter, date, type and identifier as flat strings."""
-    out: dict[str, str] = {}
-    idents = [res.get("masterIdentifier"), *_list(res.get("identifier"))]
-    for ident in idents:
-        if isinstance(ident, Mapping) and _s(ident.get("value")):
-            out["identifier"] = f"{_s(ident.get('system'))}|{ident['value']}"
+def _context(res: Mapping[str, Any], base: Source) -> Source:
+    """Patient, encounter, date, status, type and identifier of the resource."""
+    ident: Identifier | None = None
+    for item in [res.get("masterIdentifier"), *_list(res.get("identifier"))]:
+        if isinstance(item, Mapping) and _s(item.get("value")):
+            ident = Identifier(item["value"], _s(item.get("system")))
             break
-    if (ref := _reference(res.get("subject"))) is not None:
-        out["patient"] = ref
+    encounter = None
     ctx = res.get("context")
     if isinstance(ctx, Mapping):
         enc = ctx.get("encounter")
         enc = enc[0] if isinstance(enc, list) and enc else enc  # R4: list; STU3: single
-        if (ref := _reference(enc)) is not None:
-            out["encounter"] = ref
-    if date := _s(res.get("date")):
-        out["date"] = date
-    if status := _s(res.get("docStatus")):  # preliminary | final | amended | entered-in-error
-        out["document_status"] = status
-    if _s(res.get("status")) in ("superseded", "entered-in-error"):
-        out["reference_status"] = _s(res.get("status"))
+        encounter = _reference(enc)
+    status = _s(res.get("status"))
+    doc_type = None
     rtype = res.get("type")
     if isinstance(rtype, Mapping):
         codings = [c for c in _list(rtype.get("coding")) if isinstance(c, Mapping)]
-        if codings and _s(codings[0].get("code")):
-            out["doc_type"] = f"{_s(codings[0].get('system'))}|{codings[0]['code']}"
+        first = codings[0] if codings and _s(codings[0].get("code")) else {}
         label = _s(rtype.get("text")) or (_s(codings[0].get("display")) if codings else "")
-        if label:
-            out["doc_type_text"] = label
-    return out
+        if first or label:
+            doc_type = Coding(_s(first.get("code")), _s(first.get("system")), label)
+    return replace(
+        base,
+        identifier=ident,
+        patient=_reference(res.get("subject")),
+        encounter=encounter,
+        date=_s(res.get("date")),
+        # preliminary | final | amended | entered-in-error
+        document_status=_s(res.get("docStatus")),
+        reference_status=status if status in ("superseded", "entered-in-error") else "",
+        doc_type=doc_type,
+    )
 
 
-def _reference(ref: Any) -> str | None:
-    """A Reference as one string: ``Patient/1`` or an identifier token ``system|value``."""
+def _reference(ref: Any) -> Ref | None:
+    """A Reference: literal (``Patient/1``) or by identifier."""
     if not isinstance(ref, Mapping):
         return None
     if _s(ref.get("reference")):
-        return str(ref["reference"])
+        return Ref(reference=str(ref["reference"]))
     ident = ref.get("identifier")
     if isinstance(ident, Mapping) and _s(ident.get("value")):
-        return f"{_s(ident.get('system'))}|{ident['value']}"
+        return Ref(identifier=Identifier(ident["value"], _s(ident.get("system"))))
     return None
 
 

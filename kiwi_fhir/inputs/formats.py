@@ -17,13 +17,13 @@ refuses the whole payload before anything is stored.
 from __future__ import annotations
 
 import importlib
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import ConfigError, DocumentError
+from kiwi_fhir.source import Source
 
 #: Fetches what a document points to (``attachment.url``): (bytes, Content-Type or None).
 Fetcher = Callable[[str], tuple[bytes, str | None]]
@@ -140,6 +140,6 @@ def parse_strict(
     return [i for i in items if isinstance(i, Document)]
 
 
-def warnings_of(meta: Mapping[str, str]) -> list[str]:
-    """What a parser named as not turned into output (``meta["warnings"]``, a JSON list)."""
-    return [str(w) for w in json.loads(meta.get("warnings") or "[]")]
+def warnings_of(source: Source) -> list[str]:
+    """What a parser named as not turned into output (``Source.warnings``)."""
+    return list(source.warnings)

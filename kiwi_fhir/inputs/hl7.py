@@ -1,7 +1,7 @@
 """HL7 v2.3-v2.8 messages with clinical content to core ``Document``s.
 
 Accepted: ORU^R01/R30-R32, OUL^R21-R24, MDM^T01-T11 (T05-T11 recorded in
-``meta["document_event"]`` as addendum / edit / replace / cancel) and ADT
+``Source.event`` as addendum / edit / replace / cancel) and ADT
 of any event when it carries OBX; anything else is refused naming MSH-9.
 
 Liberal on the wire, as interface engines are: a UTF-8 BOM, segments ending
@@ -18,21 +18,20 @@ there is no OBR). Narrative = OBX of value type TX, FT, ST, or ED holding
 text (plain, HTML, RTF, CDA XML), joined with newlines in (OBX-4 sub-ID,
 OBX-1 set-ID) order; ``Document.text`` is that decoded text and all
 offsets index it. Structured results (NM, SN, CWE/CE/CNE, DT/TS/DTM) are kept
-as JSON in ``meta["lab_results"]`` with their OBR group; a message with
-results and no narrative gives one empty Document (``structured_only``)
-that carries them. An ED that is not text is named in ``meta["warnings"]``.
-Other ``meta`` keys: ``source`` (``hl7``), ``control_id`` (MSH-10),
-``message_type``, ``hl7_version``, ``patient`` (PID-3 as ``system|value``),
-``patient_assigner``, ``encounter`` (PV1-19), ``date``, ``doc_type`` /
-``doc_type_text`` (OBR-4 or TXA-2), ``identifier``, ``document_status``
-(TXA-17), ``result_status`` (OBR-25).
+as typed ``LabResult``s in ``Source.results``, one ``ResultGroup`` per OBR;
+a message with results and no narrative gives one empty Document
+(``structured_only``) that carries them. An ED that is not text is named in
+``Source.warnings``. The other facts (:class:`kiwi_fhir.source.Source`):
+``control_id`` (MSH-10), ``message_type``, ``hl7_version``, ``patient``
+(PID-3), ``encounter`` (PV1-19), ``date``, ``doc_type`` (OBR-4 or TXA-2),
+``identifier`` (OBR-3 / TXA-12), ``document_status`` (TXA-17),
+``result_status`` (OBR-25).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from kiwi_fhir.core import Document
@@ -57,6 +56,7 @@ from kiwi_fhir.inputs.hl7_values import (
     lab_result,
     report_info,
 )
+from kiwi_fhir.source import Coding, DocumentEvent, Identifier, Ref, ResultGroup, Source
 
 _TEXT_TYPES: Final[frozenset[str]] = frozenset({"TX", "FT", "ST"})
 _LAB_TYPES: Final[frozenset[str]] = frozenset(
@@ -70,9 +70,10 @@ _ACCEPTED: Final[dict[str, frozenset[str]]] = {
 }
 _ANY_EVENT: Final[frozenset[str]] = frozenset({"ADT"})
 #: MDM events whose document relates to an earlier one.
-_MDM_STATUS: Final[dict[str, str]] = {
-    "T05": "addendum", "T06": "addendum", "T07": "edit", "T08": "edit",
-    "T09": "replace", "T10": "replace", "T11": "cancel",
+_MDM_STATUS: Final[dict[str, DocumentEvent]] = {
+    "T05": DocumentEvent.ADDENDUM, "T06": DocumentEvent.ADDENDUM,
+    "T07": DocumentEvent.EDIT, "T08": DocumentEvent.EDIT,
+    "T09": DocumentEvent.REPLACE, "T10": DocumentEvent.REPLACE, "T11": DocumentEvent.CANCEL,
 }  # fmt: skip
 _VERSION_RE = re.compile(r"^2\.[3-8](\.\d+)?$")
 _SEG_RE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
@@ -159,10 +160,12 @@ def _message(chunk: str | bytes) -> list[Document]:
     if not _VERSION_RE.match(version):
         raise HL7Error(f"unsupported HL7 version {shown(version)}", segment="MSH", field="12")
     _check_with_hl7apy("\r".join(lines))
-    base = _header_meta(segs, enc, codec)
-    base.update(message_type=f"{kind}^{event}", hl7_version=version)
-    if kind == "MDM" and event in _MDM_STATUS:
-        base["document_event"] = _MDM_STATUS[event]
+    base = replace(
+        _header(segs, enc, codec),
+        message_type=f"{kind}^{event}",
+        hl7_version=version,
+        event=_MDM_STATUS.get(event) if kind == "MDM" else None,
+    )
     groups = _groups(segs, kind)
     return _documents(groups, segs, enc, codec, base)
 
@@ -210,26 +213,27 @@ def _check_with_hl7apy(er7: str) -> None:
         raise HL7Error(f"hl7apy rejects the message ({type(exc).__name__})") from exc
 
 
-def _header_meta(segs: list[Segment], enc: Encoding, codec: str | None) -> dict[str, str]:
+def _header(segs: list[Segment], enc: Encoding, codec: str | None) -> Source:
     msh = segs[0]
-    meta = {"source": "hl7", "control_id": unescape(msh.get(10), enc, codec)}
-    if date := ts_to_fhir(msh.get(7)):
-        meta["date"] = date
-    pid = next((s for s in segs if s.name == "PID"), None)
-    if pid is not None:
-        cx = pid.get(3).split(enc.repetition)[0].split(enc.component)
-        if cx[0]:
-            system, assigner = _authority(cx[3] if len(cx) > 3 else "", enc)
-            meta["patient"] = f"{system}|{unescape(cx[0], enc, codec)}"
-            if assigner:
-                meta["patient_assigner"] = assigner
-    pv1 = next((s for s in segs if s.name == "PV1"), None)
-    if pv1 is not None:
-        cx = pv1.get(19).split(enc.repetition)[0].split(enc.component)
-        if cx[0]:
-            system, _ = _authority(cx[3] if len(cx) > 3 else "", enc)
-            meta["encounter"] = f"{system}|{unescape(cx[0], enc, codec)}"
-    return meta
+    return Source(
+        channel="hl7",
+        control_id=unescape(msh.get(10), enc, codec),
+        date=ts_to_fhir(msh.get(7)) or "",
+        patient=_cx_ref(segs, "PID", 3, enc, codec),
+        encounter=_cx_ref(segs, "PV1", 19, enc, codec),
+    )
+
+
+def _cx_ref(segs: list[Segment], name: str, n: int, enc: Encoding, codec: str | None) -> Ref | None:
+    """The first CX repetition of field ``name``-``n`` as an identifier reference."""
+    seg = next((s for s in segs if s.name == name), None)
+    if seg is None:
+        return None
+    cx = seg.get(n).split(enc.repetition)[0].split(enc.component)
+    if not cx[0]:
+        return None
+    system, assigner = _authority(cx[3] if len(cx) > 3 else "", enc)
+    return Ref(identifier=Identifier(unescape(cx[0], enc, codec), system, assigner))
 
 
 def _authority(hd: str, enc: Encoding) -> tuple[str, str]:
@@ -260,18 +264,17 @@ def _documents(
     segs: list[Segment],
     enc: Encoding,
     codec: str | None,
-    base: dict[str, str],
+    base: Source,
 ) -> list[Document]:
     """One Document per group with narrative; structured results ride on the
     first one, or, in a message with no narrative at all, on one empty note
     (no NER runs over it; its Bundle holds the results)."""
-    found: list[tuple[str, dict[str, str], list[dict[str, str]]]] = []
-    orphan_labs: list[dict[str, str]] = []
+    found: list[tuple[str, Source, list[ResultGroup]]] = []
+    orphan_labs: list[ResultGroup] = []
     skipped: list[str] = []
     for g in groups:
         lines: list[tuple[tuple[int, ...], int, int, str]] = []
-        labs: list[dict[str, str]] = []
-        report = report_info(g.obr, enc, codec)
+        labs = []
         for pos, obx in enumerate(g.obx):
             vtype = obx.get(2).split(enc.component)[0].upper()
             key = (_subid(obx.get(4)), _int(obx.get(1)), pos)
@@ -285,9 +288,10 @@ def _documents(
                 else:
                     lines.append((*key, text))
             elif vtype in _LAB_TYPES:
-                labs.append({**report, **lab_result(obx, vtype, enc, codec)})
+                labs.append(lab_result(obx, vtype, enc, codec))
+        results = [replace(report_info(g.obr, enc, codec), results=tuple(labs))] if labs else []
         if not lines:
-            orphan_labs.extend(labs)
+            orphan_labs.extend(results)
             continue
         lines.sort(key=lambda t: (t[0], t[1], t[2]))
         if not any(t[3].strip() for t in lines):
@@ -297,11 +301,11 @@ def _documents(
                 segment="OBX",
                 field="5",
             )
-        found.append(("\n".join(t[3] for t in lines), _group_meta(g, enc, codec), labs))
+        found.append(("\n".join(t[3] for t in lines), _group_source(g, base, enc, codec), results))
     if not found and orphan_labs:
         first = next((g for g in groups if g.obr is not None), None)
-        gmeta = _group_meta(first, enc, codec) if first is not None else {}
-        found.append(("", {**gmeta, "structured_only": "1"}, []))
+        gsource = _group_source(first, base, enc, codec) if first is not None else base
+        found.append(("", replace(gsource, structured_only=True), []))
     if not found:
         why = f" ({', '.join(skipped)}: unsupported ED payload)" if skipped else ""
         raise HL7Error(
@@ -310,18 +314,14 @@ def _documents(
             field="5",
         )
     docs = []
-    control = base.get("control_id") or "message"
-    for k, (text, gmeta, labs) in enumerate(found, start=1):
+    control = base.control_id or "message"
+    warnings = tuple(f"{x}: ED payload is not text; not extracted" for x in skipped)
+    for k, (text, source, results) in enumerate(found, start=1):
         if k == 1:
-            labs = labs + orphan_labs
-        meta = {**base, **gmeta}
-        if skipped:
-            meta["warnings"] = json.dumps([f"{x}: ED payload is not text; not extracted"
-                                           for x in skipped])  # fmt: skip
-        if labs:
-            meta["lab_results"] = json.dumps(labs, sort_keys=True)
+            results = results + orphan_labs
+        source = replace(source, results=tuple(results), warnings=warnings)
         doc_id = control if len(found) == 1 else f"{control}.{k}"
-        docs.append(Document(id=doc_id, text=text, meta=meta))
+        docs.append(Document(id=doc_id, text=text, source=source))
     return docs
 
 
@@ -341,32 +341,32 @@ def _int(value: str) -> int:
     return int(v) if v.isascii() and v.isdigit() and len(v) <= 9 else 0
 
 
-def _group_meta(g: _Group, enc: Encoding, codec: str | None) -> dict[str, str]:
-    meta: dict[str, str] = {}
+def _group_source(g: _Group, base: Source, enc: Encoding, codec: str | None) -> Source:
+    """The message's facts with what the group's OBR or TXA says of its note."""
     seg = g.obr
     if seg is None:
-        return meta
+        return base
+    doc_type: Coding | None = None
     if seg.name == "TXA":
         if code := unescape(seg.get(2).split(enc.component)[0], enc, codec):
-            meta["doc_type"] = f"http://terminology.hl7.org/CodeSystem/v2-0270|{code}"
-            meta["doc_type_text"] = DOC_TYPES.get(code.upper(), code)
+            doc_type = Coding(code, "http://terminology.hl7.org/CodeSystem/v2-0270",
+                              DOC_TYPES.get(code.upper(), code))  # fmt: skip
         date_field, ident = seg.get(4) or seg.get(6), seg.get(12)
-        if status := seg.get(17).split(enc.component)[0].strip().upper():
-            meta["document_status"] = status  # HL7 table 0271 (TXA-17)
+        status = seg.get(17).split(enc.component)[0].strip().upper()  # table 0271
+        source = replace(base, document_status=status)
     else:
         ce = [*seg.get(4).split(enc.component), "", "", ""]
-        if ce[0]:
-            meta["doc_type"] = f"{CODE_SYSTEMS.get(ce[2].upper(), '')}|{unescape(ce[0], enc)}"
-        if ce[1]:
-            meta["doc_type_text"] = unescape(ce[1], enc, codec)
+        if ce[0] or ce[1]:
+            doc_type = Coding(unescape(ce[0], enc), CODE_SYSTEMS.get(ce[2].upper(), "") if ce[0]
+                              else "", unescape(ce[1], enc, codec))  # fmt: skip
         date_field, ident = seg.get(7), seg.get(3)
-        if status := seg.get(25).split(enc.component)[0].strip().upper():
-            meta["result_status"] = status  # HL7 table 0123 (OBR-25)
+        status = seg.get(25).split(enc.component)[0].strip().upper()  # table 0123
+        source = replace(base, result_status=status)
     if date := ts_to_fhir(date_field):
-        meta["date"] = date
+        source = replace(source, date=date)
     if value := unescape(ident.split(enc.component)[0], enc, codec):
-        meta["identifier"] = f"|{value}"
-    return meta
+        source = replace(source, identifier=Identifier(value))
+    return replace(source, doc_type=doc_type)
 
 
 class HL7v2Format:

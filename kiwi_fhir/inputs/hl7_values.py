@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from kiwi_fhir.errors import HL7Error, shown
 from kiwi_fhir.inputs.hl7_syntax import Encoding, ts_to_fhir, unescape
 from kiwi_fhir.inputs.textconv import to_plain_text
+from kiwi_fhir.source import LabResult, ResultGroup
 
 CODE_SYSTEMS: Final[dict[str, str]] = {
     "LN": "http://loinc.org",
@@ -90,59 +91,56 @@ def ed_text(obx: Segment, enc: Encoding, codec: str | None) -> str | None:
     else:
         raise HL7Error(f"unknown ED encoding {shown(encoding_s)}", segment=obx.label, field="5.4")
     try:
-        return to_plain_text(raw, ctype)[0]
+        return to_plain_text(raw, ctype).text
     except (LookupError, ValueError) as exc:
         raise HL7Error(f"ED text does not decode ({exc})", segment=seg, field=fld) from exc
 
 
-def lab_result(obx: Segment, vtype: str, enc: Encoding, codec: str | None) -> dict[str, str]:
+def lab_result(obx: Segment, vtype: str, enc: Encoding, codec: str | None) -> LabResult:
     def u(v: str) -> str:
         return unescape(v, enc, codec)
 
     ce = [*obx.get(3).split(enc.component), "", "", ""]
     unit = obx.get(6).split(enc.component)
     value = obx.get(5)
-    lab = {
-        "set_id": obx.get(1),
-        "value_type": vtype,
-        "code": u(ce[0]),
-        "display": u(ce[1]),
-        "system": CODE_SYSTEMS.get(ce[2].upper(), ""),
-        "unit": u(unit[0]),
-        "range": u(obx.get(7)),
-        "flag": u(obx.get(8)),
-        "status": u(obx.get(11)),
-    }
-    if date := ts_to_fhir(obx.get(14)):
-        lab["date"] = date
+    lab = LabResult(
+        set_id=obx.get(1),
+        value_type=vtype,
+        code=u(ce[0]),
+        display=u(ce[1]),
+        system=CODE_SYSTEMS.get(ce[2].upper(), ""),
+        unit=u(unit[0]),
+        range=u(obx.get(7)),
+        flag=u(obx.get(8)),
+        status=u(obx.get(11)),
+        date=ts_to_fhir(obx.get(14)) or "",
+    )
     if vtype == "SN":
         sn = [*value.split(enc.component), "", "", "", ""]
-        lab.update(comparator=u(sn[0]), value=u(sn[1]), separator=u(sn[2]), value2=u(sn[3]))
-    elif vtype in ("CWE", "CE", "CNE"):
+        return replace(lab, comparator=u(sn[0]), value=u(sn[1]), separator=u(sn[2]),
+                       value2=u(sn[3]))  # fmt: skip
+    if vtype in ("CWE", "CE", "CNE"):
         cv = [*value.split(enc.repetition)[0].split(enc.component), "", "", ""]
-        lab.update(value_code=u(cv[0]), value_display=u(cv[1]),
-                   value_system=CODE_SYSTEMS.get(cv[2].upper(), ""))  # fmt: skip
-    elif vtype in ("DT", "TS", "DTM"):
-        lab["value_datetime"] = ts_to_fhir(value.split(enc.component)[0]) or ""
-        if not lab["value_datetime"]:
-            lab["value"] = u(value)
-    else:
-        lab["value"] = u(value)
-    return {k: v for k, v in lab.items() if v}
+        return replace(lab, value_code=u(cv[0]), value_display=u(cv[1]),
+                       value_system=CODE_SYSTEMS.get(cv[2].upper(), ""))  # fmt: skip
+    if vtype in ("DT", "TS", "DTM"):
+        when = ts_to_fhir(value.split(enc.component)[0]) or ""
+        return replace(lab, value_datetime=when, value="" if when else u(value))
+    return replace(lab, value=u(value))
 
 
-def report_info(obr: Segment | None, enc: Encoding, codec: str | None) -> dict[str, str]:
-    """The OBR facts a DiagnosticReport of its results needs (``report_*`` keys)."""
+def report_info(obr: Segment | None, enc: Encoding, codec: str | None) -> ResultGroup:
+    """The OBR facts a DiagnosticReport of its results needs; no OBR (a TXA,
+    results before any OBR): a group without ``set_id``, so no report."""
     if obr is None or obr.name != "OBR":
-        return {}
+        return ResultGroup()
     ce = [*obr.get(4).split(enc.component), "", "", ""]
-    info = {
-        "report_set": obr.get(1) or obr.label,
-        "report_code": unescape(ce[0], enc, codec),
-        "report_display": unescape(ce[1], enc, codec),
-        "report_system": CODE_SYSTEMS.get(ce[2].upper(), ""),
-        "report_status": obr.get(25).split(enc.component)[0],
-        "report_date": ts_to_fhir(obr.get(7).split(enc.component)[0]) or "",
-        "report_id": unescape(obr.get(3).split(enc.component)[0], enc, codec),
-    }
-    return {k: v for k, v in info.items() if v}
+    return ResultGroup(
+        set_id=obr.get(1) or obr.label,
+        code=unescape(ce[0], enc, codec),
+        display=unescape(ce[1], enc, codec),
+        system=CODE_SYSTEMS.get(ce[2].upper(), ""),
+        status=obr.get(25).split(enc.component)[0],
+        date=ts_to_fhir(obr.get(7).split(enc.component)[0]) or "",
+        id=unescape(obr.get(3).split(enc.component)[0], enc, codec),
+    )

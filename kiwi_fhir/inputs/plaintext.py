@@ -12,6 +12,7 @@ from typing import Final
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import DocumentError
 from kiwi_fhir.inputs.formats import Fetcher, Identity
+from kiwi_fhir.source import Source
 
 
 class PlainTextFormat:
@@ -34,4 +35,4 @@ class PlainTextFormat:
         except UnicodeDecodeError as exc:
             return [DocumentError(f"{where}not valid UTF-8 at byte {exc.start}")]
         return [Document(id=Path(source).stem if source else "note", text=text,
-                         meta={"source": "file"})]  # fmt: skip
+                         source=Source(channel="file"))]  # fmt: skip

@@ -3,7 +3,7 @@
 Hospitals send notes as ``text/plain`` in some charset, as HTML, RTF or CDA XML.
 The model and every offset we emit work on *one* string, so HTML, RTF and CDA are
 converted here and the converted plain text becomes ``Document.text``; the
-original content type is recorded in ``Document.meta["content_type"]`` and
+original content type is recorded in ``Source.content_type`` and
 the FHIR layer points its derivation references at a plain-text copy (see
 docs/fhir-mapping.md). We never try to map offsets back into the markup: a
 span inside an HTML tag or an RTF control word has no clinical meaning.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Final
 
@@ -150,8 +151,17 @@ def rtf_to_text(rtf: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
 
 
-def to_plain_text(data: bytes, content_type: str) -> tuple[str, dict[str, str]]:
-    """Decode and convert one attachment; returns (text, meta additions).
+@dataclass(frozen=True)
+class Converted:
+    """An attachment as plain text, with what it was before."""
+
+    text: str
+    content_type: str  # the base media type it arrived as
+    charset: str  # the charset it was decoded with
+
+
+def to_plain_text(data: bytes, content_type: str) -> Converted:
+    """Decode and convert one attachment.
 
     Raises ``LookupError`` for a content type we do not read (PDF, images) and
     ``ValueError`` for content that does not decode or convert.
@@ -167,13 +177,14 @@ def to_plain_text(data: bytes, content_type: str) -> tuple[str, dict[str, str]]:
     ):
         raise LookupError(base)
     raw, used = decode_bytes(data, charset)
-    meta = {"content_type": base, "charset": used}
     if base == "text/plain":
-        return raw, meta
-    if base in ("text/html", "application/xhtml+xml"):
-        return html_to_text(raw), meta
-    if base in XML_TYPES:
+        text = raw
+    elif base in ("text/html", "application/xhtml+xml"):
+        text = html_to_text(raw)
+    elif base in XML_TYPES:
         from kiwi_fhir.inputs.cda import cda_to_text
 
-        return cda_to_text(raw), meta
-    return rtf_to_text(raw), meta
+        text = cda_to_text(raw)
+    else:
+        text = rtf_to_text(raw)
+    return Converted(text, base, used)

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from kiwi_fhir.inputs import formats
+from kiwi_fhir.serialize import document_source
 from kiwi_fhir.service import store
 from kiwi_fhir.service._generated import extraction_pb2 as pb
 from kiwi_fhir.service.status import error_field, outcome, public_message
@@ -57,7 +57,7 @@ def response(job: store.Job, *, duplicate: bool = False) -> pb.ExtractResponse:
                 entities=[_mention(m) for m in d["entities"]],
                 modifiers=[_mention(m) for m in d["modifiers"]],
                 relations=[_relation(r) for r in d["relations"]],
-                warnings=formats.warnings_of(d["document"].get("meta", {})),
+                warnings=list(document_source(d["document"]).warnings),
             ))  # fmt: skip
     return out
 

@@ -16,6 +16,8 @@ from kiwi_fhir.core import Document
 from kiwi_fhir.errors import DocumentError, FhirInputError, HL7Error, InvalidFieldError
 from kiwi_fhir.inputs import formats
 from kiwi_fhir.service.store import Job, NewJob
+from kiwi_fhir.source import Source, parse_ref
+from kiwi_fhir.source import to_json as source_json
 
 TEXT: Final = "text"
 HL7: Final = "hl7"
@@ -41,17 +43,17 @@ def _sha(owner: str, *parts: bytes) -> str:
     return h.hexdigest()
 
 
-#: What "the same content" means under one identity: the notes we would
-#: extract and whom they are about -- not the bytes, which a resend may change
-#: (a new MSH-7 timestamp, a FHIR server's JSON formatting or inlined attachment).
-_CONTENT_META: Final = ("patient", "encounter", "lab_results")
-
-
 def content_digest(owner: str, docs: list[Document]) -> str:
+    """What "the same content" means under one identity: the notes we would
+    extract, whom they are about and their structured results -- not the
+    bytes, which a resend may change (a new MSH-7 timestamp, a FHIR server's
+    JSON formatting or inlined attachment)."""
     parts: list[bytes] = []
     for d in docs:
+        facts = Source(patient=d.source.patient, encounter=d.source.encounter,
+                       results=d.source.results)  # fmt: skip
         parts += [d.id.encode(), d.text.encode("utf-8")]
-        parts += [d.meta.get(k, "").encode("utf-8") for k in _CONTENT_META]
+        parts.append(json.dumps(source_json(facts), sort_keys=True).encode("utf-8"))
     return _sha(owner, b"content", *parts)
 
 
@@ -102,7 +104,7 @@ def warnings(docs: list[Document]) -> tuple[str, ...]:
     """The parsers' warnings (what was not turned into a document), in order, once each."""
     seen: dict[str, None] = {}
     for d in docs:
-        for w in formats.warnings_of(d.meta):
+        for w in d.source.warnings:
             seen[w] = None
     return tuple(seen)
 
@@ -135,10 +137,7 @@ def documents(job: Job) -> list[Document]:
         fmt = formats.get(job.kind)
         return formats.parse_strict(fmt, job.payload, source=_SOURCE.get(job.kind, ""))
     params = json.loads(job.params)
-    meta = {"source": "grpc"}
-    for key in ("patient", "encounter"):
-        if params.get(key):
-            meta[key] = params[key]
     doc_id = params.get("document_id") or f"text-{job.sha256[:16]}"
-    meta["source_id"] = doc_id
-    return [Document(id=doc_id, text=job.payload.decode("utf-8"), meta=meta)]
+    source = Source(channel="grpc", source_id=doc_id, patient=parse_ref(params.get("patient", "")),
+                    encounter=parse_ref(params.get("encounter", "")))  # fmt: skip
+    return [Document(id=doc_id, text=job.payload.decode("utf-8"), source=source)]
