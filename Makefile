@@ -79,6 +79,7 @@ model: train-deps
 # for its FDA data file only).
 terminology: train-deps
 	$(BIN)/python -m kiwi_fhir.terminology.build
+	$(BIN)/python -m kiwi_fhir.terminology.embed_build
 
 # K-fold cross-validation of the shipped recipe over the shared notes: one
 # `train --fold I/K` run per fold (about 27 min each on 2 cores for K=3), then

@@ -32,7 +32,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_eval_codes(args: argparse.Namespace) -> int:
     from kiwi_fhir.terminology.evaluate import evaluate_codes, format_codes_report
 
-    result = evaluate_codes(Path(args.gold))
+    result = evaluate_codes(Path(args.gold), embedding=args.embedding)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -154,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
         "drugs, LOINC for tests, from tables shipped in the package)",
     )
     ex.add_argument(
+        "--code-embedding",
+        action="store_true",
+        help="also code mentions no table spells by MiniLM cosine to ICD-10-CM titles and "
+        "LOINC names (method 'embedding', score = cosine; right about half the time; the "
+        "first run embeds the titles, about a minute, cached in ~/.cache/kiwi-fhir)",
+    )
+    ex.add_argument(
+        "--code-candidates",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="keep up to N ranked codes per system in JSON output (default 1); FHIR output "
+        "keeps the best of each system",
+    )
+    ex.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -210,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: tests/data/terminology_gold.tsv of a checkout)",
     )
     ec.add_argument("--json", action="store_true", help="print one JSON object, not a table")
+    ec.add_argument(
+        "--embedding", action="store_true", help="score with the embedding match on too"
+    )
     ec.add_argument("--errors", action="store_true", help="also list every wrong code")
     ec.set_defaults(func=_cmd_eval_codes)
 

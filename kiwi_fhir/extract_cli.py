@@ -36,6 +36,7 @@ from kiwi_fhir.extractors.segments import by_segments
 from kiwi_fhir.fhir import to_bundle
 from kiwi_fhir.inputs import formats, load_documents_lenient, parse_lenient
 from kiwi_fhir.serialize import to_dict
+from kiwi_fhir.terminology import CodingOptions
 from kiwi_fhir.terminology.extractor import CodingExtractor
 
 CHUNK = 8  # documents per extractor call: keeps batches full, memory flat
@@ -249,7 +250,11 @@ def run_extract(args: argparse.Namespace) -> int:
     onnx = OnnxExtractor(
         Path(args.model) if args.model else None, threads=args.threads, batch_size=args.batch_size
     )
-    extractor: Extractor = onnx if getattr(args, "no_codes", False) else CodingExtractor(onnx)
+    coding = CodingOptions(getattr(args, "code_embedding", False),
+                           getattr(args, "code_candidates", 1))  # fmt: skip
+    extractor: Extractor = onnx
+    if not getattr(args, "no_codes", False):
+        extractor = CodingExtractor(onnx, coding)
     extractor.load()
     failed = len(empty_dirs)
     progress: bool | None = getattr(args, "progress", None)  # None: when stderr is a terminal

@@ -56,9 +56,11 @@ class Service:
 
             extractor = extractor_from_settings(settings)
         if settings.terminology:  # codes on every backend's results, before they are stored
+            from kiwi_fhir.terminology import CodingOptions
             from kiwi_fhir.terminology.extractor import CodingExtractor
 
-            extractor = CodingExtractor(extractor)
+            options = CodingOptions(settings.terminology_embedding, settings.terminology_candidates)
+            extractor = CodingExtractor(extractor, options)
         self.extractor = extractor
         self.batcher: Lanes | None = None
         self._health_task: asyncio.Task[None] | None = None

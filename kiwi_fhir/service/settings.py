@@ -68,6 +68,11 @@ class ServiceSettings(BaseSettings):
     #: Attach ICD-10-CM / UNII / DrugBank / LOINC codes to extracted entities
     #: (kiwi_fhir/terminology; docs/terminology.md).
     terminology: bool = True
+    #: Also the MiniLM embedding match for mentions no table spells (off: it
+    #: is right about half the time; docs/terminology.md). Scores are cosines.
+    terminology_embedding: bool = False
+    #: Ranked codes kept per system on each entity (JSON / gRPC); FHIR keeps the best.
+    terminology_candidates: int = Field(1, ge=1, le=10)
     batch_max_size: int = Field(16, ge=1)
     batch_max_wait_ms: float = Field(10.0, ge=0)
     queue_max: int = Field(1024, ge=1)

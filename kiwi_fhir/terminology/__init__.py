@@ -31,7 +31,7 @@ from kiwi_fhir.terminology.coders import Coder, TableCoder
 from kiwi_fhir.terminology.normalize import normalise
 from kiwi_fhir.terminology.tables import Table, read_table
 
-__all__ = ["CODERS", "Coder", "code_extraction", "coders_for", "get_coder"]
+__all__ = ["CODERS", "Coder", "CodingOptions", "code_extraction", "coders_for", "get_coder"]
 
 LOINC_SYSTEM = "http://loinc.org"
 
@@ -111,12 +111,34 @@ def get_coder(name: str) -> Coder:
 
 
 @cache
-def coders_for(entity_type: str) -> tuple[Coder, ...]:
+def _embedding_coder(name: str) -> Coder:
+    """The table coder ``name`` with the embedding match behind it, where
+    ``embedding.tables`` of terminology.yaml lists it; else the table coder."""
+    from kiwi_fhir.terminology.embedding import EmbeddingCoder, embedding_settings
+
+    inner = get_coder(name)
+    conf = embedding_settings(_config(), name)
+    if conf is None or not isinstance(inner, TableCoder):
+        return inner
+    try:
+        return EmbeddingCoder(
+            inner,
+            titles=str(conf.get("titles", "display")),
+            max_words=int(conf.get("max_words", 8)),
+            threshold=float(conf["threshold"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{_config_path()}: embedding.tables.{name}: {exc}") from exc
+
+
+@cache
+def coders_for(entity_type: str, embedding: bool = False) -> tuple[Coder, ...]:
     entities: Mapping[str, Any] = _config().get("entities") or {}
     for etype in entities:
         if etype not in ENTITY_TYPES:
             raise ConfigError(f"{_config_path()}: entities.{etype}: not an entity type")
-    return tuple(get_coder(str(n)) for n in entities.get(entity_type) or ())
+    pick = _embedding_coder if embedding else get_coder
+    return tuple(pick(str(n)) for n in entities.get(entity_type) or ())
 
 
 def check_abbreviations() -> list[str]:
@@ -136,17 +158,40 @@ def check_abbreviations() -> list[str]:
     return bad
 
 
-def code_extraction(extraction: Extraction, best_only: bool = True) -> Extraction:
-    """The extraction with ``codes`` on its entities (each system's best, or all)."""
-    entities = []
-    for ent in extraction.entities:
-        codes: list[Code] = []
-        for coder in coders_for(ent.label):
-            found = coder.candidates(ent.text)
-            codes += found[:1] if best_only else found
-        entities.append(dataclasses.replace(ent, codes=tuple(codes)) if codes else ent)
-    return dataclasses.replace(extraction, entities=tuple(entities))
+@dataclasses.dataclass(frozen=True)
+class CodingOptions:
+    """How mentions are coded. ``candidates`` > 1 keeps that many ranked codes
+    per system on ``Entity.codes`` (JSON and gRPC show them all; FHIR keeps the
+    best of each system, since codings of one concept must be equivalents)."""
+
+    embedding: bool = False
+    candidates: int = 1
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ConfigError(f"code candidates must be at least 1, got {self.candidates}")
 
 
-def code_all(extractions: Sequence[Extraction]) -> list[Extraction]:
-    return [code_extraction(ex) for ex in extractions]
+DEFAULT_CODING = CodingOptions()
+
+
+def code_extraction(extraction: Extraction, options: CodingOptions = DEFAULT_CODING) -> Extraction:
+    """The extraction with ``codes`` on its entities, best first within each system."""
+    ents = extraction.entities
+    codes: list[list[Code]] = [[] for _ in ents]
+    for etype in sorted({e.label for e in ents}):
+        idx = [i for i, e in enumerate(ents) if e.label == etype]
+        for coder in coders_for(etype, options.embedding):
+            found = coder.candidates_many([ents[i].text for i in idx], options.candidates)
+            for i, got in zip(idx, found, strict=True):
+                codes[i] += got
+    entities = tuple(
+        dataclasses.replace(e, codes=tuple(c)) if c else e for e, c in zip(ents, codes, strict=True)
+    )
+    return dataclasses.replace(extraction, entities=entities)
+
+
+def code_all(
+    extractions: Sequence[Extraction], options: CodingOptions = DEFAULT_CODING
+) -> list[Extraction]:
+    return [code_extraction(ex, options) for ex in extractions]

@@ -13,14 +13,14 @@ Matching, in order, stopping at the first hit:
 4. ``abbreviation`` (0.8): the abbreviation table there (HTN, CHF, ASA,
    HCTZ ...).
 
-An embedding match (MiniLM cosine against code titles) is not built yet;
-the ``method`` field leaves room for it.
+An optional fifth, ``embedding`` (MiniLM cosine against code titles, off by
+default), wraps a table coder: :mod:`.embedding`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,12 +43,18 @@ SCORES: Mapping[str, float] = {
 class Coder(Protocol):
     """Ranked candidate codes of one system for a mention's text."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def system(self) -> str: ...
 
-    def candidates(self, text: str) -> list[Code]: ...
+    def candidates(self, text: str, limit: int = 1) -> list[Code]: ...
+
+    def candidates_many(self, texts: Sequence[str], limit: int = 1) -> list[list[Code]]:
+        """One list per text, best first, at most ``limit`` each; a batch, so a
+        coder that runs a network runs it once per note, not per mention."""
+        ...
 
 
 @dataclass
@@ -89,7 +95,12 @@ class TableCoder:
         return Code(self.system, row.code, row.display, SCORES[method], method,
                     self.table.version)  # fmt: skip
 
-    def candidates(self, text: str) -> list[Code]:
+    def candidates_many(self, texts: Sequence[str], limit: int = 1) -> list[list[Code]]:
+        return [self.candidates(t, limit) for t in texts]
+
+    def candidates(self, text: str, limit: int = 1) -> list[Code]:
+        """The table methods give at most one code: a title or term either
+        matches or not, so there is nothing to rank below it."""
         key = normalise(text)
         if not key:
             return []

@@ -68,12 +68,12 @@ def read_gold(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def evaluate_codes(path: Path) -> dict[str, dict[str, Any]]:
+def evaluate_codes(path: Path, embedding: bool = False) -> dict[str, dict[str, Any]]:
     """``{"problem/icd10cm": {...}, ...}`` over the gold table at ``path``."""
     scores: dict[str, Score] = {}
     for row in read_gold(path):
         etype, text = row["type"], row["text"]
-        for coder in coders_for(etype):
+        for coder in coders_for(etype, embedding):
             cell = (row.get(SYSTEM_COLUMNS.get(coder.name, coder.name)) or "").strip()
             if not cell or cell == "?":
                 continue

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 
 from kiwi_fhir.core import Document, Entity, Extraction
 from kiwi_fhir.extractors.base import Extractor
-from kiwi_fhir.terminology import code_all
+from kiwi_fhir.terminology import DEFAULT_CODING, CodingOptions, code_all
 
 
 class CodingExtractor(Extractor):
-    def __init__(self, inner: Extractor) -> None:
+    def __init__(self, inner: Extractor, options: CodingOptions = DEFAULT_CODING) -> None:
         self.inner = inner
+        self.options = options
         self.name = inner.name
 
     def load(self) -> None:
@@ -27,7 +28,7 @@ class CodingExtractor(Extractor):
         documents: Sequence[Document],
         given_entities: Sequence[Sequence[Entity] | None] | None = None,
     ) -> list[Extraction]:
-        return code_all(self.inner.extract(documents, given_entities))
+        return code_all(self.inner.extract(documents, given_entities), self.options)
 
     def close(self) -> None:
         self.inner.close()

@@ -20,7 +20,7 @@ _QUALIFIER = re.compile(
 )
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 # Words a mention may start with that no code title has.
-_LEADING: Final = frozenset(
+LEADING_WORDS: Final = frozenset(
     {"a", "an", "the", "his", "her", "their", "patient", "patients", "any", "some", "this"}
 )
 # Formulation and packaging words after a drug name ("metoprolol XL",
@@ -95,7 +95,7 @@ def normalise(text: str, *, mention: bool = True) -> str:
     t = _QUALIFIER.sub(" ", t)
     t = t.replace("'s ", " ")
     words = [_singular(w) for w in _NON_WORD.sub(" ", t).split()]
-    while mention and words and words[0] in _LEADING:
+    while mention and words and words[0] in LEADING_WORDS:
         words = words[1:]
     return " ".join(words)
 
