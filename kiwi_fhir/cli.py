@@ -392,6 +392,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs of the gold + pseudo-labelled stage (default 8)",
     )
     tr.add_argument(
+        "--distill-teachers",
+        metavar="DIR[,DIR...]",
+        help="distillation: label the --pseudo-data .txt notes (no .ann needed) with these "
+        "model directories' averaged per-word tag distributions and train the stage on them "
+        "as soft targets (relations: the ensemble's decoded links); default: hard labels "
+        "from --pseudo-data's .ann files",
+    )
+    tr.add_argument(
+        "--distill-labels",
+        metavar="DIR",
+        help="where the teachers' labels are stored (soft.npz, labels.json; default: "
+        "MODEL_DIR/distill-labels); labels of the same teachers and notes are reused",
+    )
+    tr.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="with --distill-teachers: drop notes whose mean highest entity-tag probability "
+        "per word is below X (default 0: keep all)",
+    )
+    tr.add_argument(
         "--selftrain-dir",
         metavar="DIR",
         help="where the self-trained encoder is written (default: MODEL_DIR/selftrained-encoder); "

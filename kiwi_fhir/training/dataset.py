@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +37,10 @@ class WindowSample:
     pair_pos: NDArray[np.int64]  # (P, 4) positions of e_first, e_last, m_first, m_last
     pair_feats: NDArray[np.int64]  # (P, N_FEATS)
     pair_labels: NDArray[np.float32]  # (P,)
+    # Teachers' per-word tag distributions (distill.py), rows as word_pos;
+    # None: the hard tags are the targets.
+    soft_main: NDArray[np.float32] | None = None
+    soft_mod: NDArray[np.float32] | None = None
 
 
 def _word_spans(note: EncodedNote, mentions: Sequence[Mention]) -> list[tuple[WordSpan, str]]:
@@ -51,13 +56,20 @@ TRAIN_LEN = 256
 
 
 def note_samples(
-    pipe: BertPipeline, gold: Extraction, *, shift: int = 0, max_len: int = TRAIN_LEN
+    pipe: BertPipeline,
+    gold: Extraction,
+    *,
+    shift: int = 0,
+    max_len: int = TRAIN_LEN,
+    soft: tuple[NDArray[Any], NDArray[Any]] | None = None,
 ) -> list[WindowSample]:
     """Non-overlapping windows (cheaper than inference's overlapping ones);
     alternate ``shift`` values move the cut points between epochs. Training
     windows are longer than inference's (256 vs 192 subtokens): more context
     per step, and the shorter inference windows scored as well or better on
-    dev (docs/model.md)."""
+    dev (docs/model.md). ``soft``: the note's (entity, modifier) tag
+    distributions per word, (words, tags) each, as targets instead of the
+    hard tags of its spans (which still give the relation pairs)."""
     text = gold.document.text
     width = max_len - 2
     note = encode_note(
@@ -65,6 +77,8 @@ def note_samples(
     )
     if not note.n_words:
         return []
+    if soft is not None and any(len(p) != note.n_words for p in soft):
+        raise ValueError(f"{gold.document.id}: soft labels do not match its {note.n_words} words")
     main = tags_for_spans(
         note.word_spans, [(e.label, e.start, e.end) for e in gold.entities], MAIN_TAGS
     )
@@ -102,6 +116,8 @@ def note_samples(
                 pair_pos=np.asarray([p for p, _, _ in prs], dtype=np.int64).reshape(-1, 4),
                 pair_feats=np.asarray([f for _, f, _ in prs], dtype=np.int64).reshape(-1, N_FEATS),
                 pair_labels=np.asarray([lab for _, _, lab in prs], dtype=np.float32),
+                soft_main=None if soft is None else soft[0][inside].astype(np.float32),
+                soft_mod=None if soft is None else soft[1][inside].astype(np.float32),
             )
         )
     return out

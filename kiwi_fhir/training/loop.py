@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,13 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
     def cat(xs: list[NDArray[Any]], dtype: torch.dtype) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(xs)).to(dtype)
 
-    return {
+    soft: dict[str, torch.Tensor] = {}
+    if any(s.soft_main is not None for s in batch):  # a distillation batch (distill.py)
+        soft["smain"] = cat([_target(s.soft_main, s.main_tags, len(MAIN_TAGS)) for s in batch],
+                            torch.float32)  # fmt: skip
+        soft["smod"] = cat([_target(s.soft_mod, s.mod_tags, len(MOD_TAGS)) for s in batch],
+                           torch.float32)  # fmt: skip
+    return soft | {
         "ids": ids,
         "mask": mask,
         "feats": feats,
@@ -77,6 +83,27 @@ def _collate(batch: Sequence[WindowSample], pad_id: int) -> dict[str, torch.Tens
         "pfeat": cat(pfeat, torch.long),
         "plab": cat(plab, torch.float32),
     }
+
+
+def _target(probs: NDArray[Any] | None, tags: NDArray[np.int64], n: int) -> NDArray[np.float32]:
+    """Per-word target distributions: a teacher's, renormalised (they are
+    stored as float16), or the one-hot of the hard tags."""
+    if probs is None:
+        out = np.zeros((len(tags), n), dtype=np.float32)
+        ok = tags >= 0
+        out[np.nonzero(ok)[0], tags[ok]] = 1.0
+        return out
+    p = probs.astype(np.float32)
+    result: NDArray[np.float32] = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-6)
+    return result
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against target distributions over the ``keep``
+    rows: KL(target || model) plus the target's entropy, a constant, so the
+    same gradients; on one-hot targets it is ``CrossEntropyLoss``."""
+    logp = torch.log_softmax(logits[keep], dim=-1)
+    return -(target[keep] * logp).sum(dim=-1).mean()
 
 
 def fit(
@@ -100,6 +127,7 @@ def fit(
     replace_prob: float = 0.0,
     crf: bool = False,
     mask_drop_labels: bool = False,
+    soft: Mapping[str, tuple[NDArray[Any], NDArray[Any]]] | None = None,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -125,12 +153,23 @@ def fit(
     less learning rate than the one above it (embeddings lowest).
     ``crf`` adds a CRF likelihood on the entity layer (``crf.py``) to its
     per-word loss; dev scores during training decode with its transitions.
+    ``soft`` maps note ids to their teachers' per-word (entity, modifier) tag
+    distributions (distill.py): those notes' words are fitted to them by
+    soft cross-entropy, every other note's to its one-hot gold tags.
     """
+    soft = soft or {}
+    if soft and replace_prob > 0:
+        raise ValueError("soft labels cannot follow mention replacement (the words change)")
     tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), pipe.featurizer.n_feats, crf=crf)
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
     half = (TRAIN_LEN - 2) // 2
     sample_sets = [
-        [s for d in train_docs for s in note_samples(pipe, d, shift=sh)] for sh in (0, half)
+        [
+            s
+            for d in train_docs
+            for s in note_samples(pipe, d, shift=sh, soft=soft.get(d.document.id))
+        ]
+        for sh in (0, half)
     ]
     pool = mention_pool(train_docs) if replace_prob > 0 else {}
     aug_rng = np.random.default_rng([seed, 1])
@@ -184,13 +223,21 @@ def fit(
             step += 1
             main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"], batch["feats"])
             word_logits = main_logits[batch["rows"], batch["pos"]]
-            loss = ce(word_logits, batch["main"])
+            loss: Any  # nn.Module calls are untyped; soft_ce's Tensor would make backward() so
+            if "smain" in batch:
+                loss = soft_ce(word_logits, batch["smain"], batch["main"] != IGNORE)
+            else:
+                loss = ce(word_logits, batch["main"])
             if tagger.main_trans is not None:
                 em, words = word_grid(word_logits, batch["rows"], len(batch["ids"]))
                 gold, _ = word_grid(batch["main"], batch["rows"], len(batch["ids"]))
                 loss = loss + crf_nll(em, gold, words, tagger.main_trans)
             if (batch["mod"] != IGNORE).any():
-                loss = loss + ce(mod_logits[batch["rows"], batch["pos"]], batch["mod"])
+                mod_word = mod_logits[batch["rows"], batch["pos"]]
+                if "smod" in batch:
+                    loss = loss + soft_ce(mod_word, batch["smod"], batch["mod"] != IGNORE)
+                else:
+                    loss = loss + ce(mod_word, batch["mod"])
             if len(batch["plab"]):
                 reps = hidden[batch["prow"][:, None], batch["ppos"]].reshape(len(batch["plab"]), -1)
                 loss = loss + bce(head(reps, batch["pfeat"]), batch["plab"])

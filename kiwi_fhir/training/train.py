@@ -164,7 +164,8 @@ def run_train(args: argparse.Namespace) -> int:
     selftrain_minutes = 0.0
     if args.pseudo_data:
         t_self = time.time()
-        encoder = _selftrain_stage(args, pipe, encoder, train_docs, dev_docs, out, fit_kwargs)
+        stage = _distill_stage if getattr(args, "distill_teachers", None) else _selftrain_stage
+        encoder = stage(args, pipe, encoder, train_docs, dev_docs, out, fit_kwargs)
         selftrain_minutes = (time.time() - t_self) / 60
     t0 = time.time()
     adapted = None
@@ -278,6 +279,8 @@ def run_train(args: argparse.Namespace) -> int:
         "pseudo_data": Path(args.pseudo_data).name if args.pseudo_data else None,
         "pseudo_notes": args.pseudo_notes if args.pseudo_data else None,
         "pseudo_epochs": args.pseudo_epochs if args.pseudo_data else None,
+        "distill_teachers": _names(getattr(args, "distill_teachers", None)),
+        "min_confidence": getattr(args, "min_confidence", 0.0) if args.pseudo_data else None,
         "selftrain_minutes": round(selftrain_minutes, 1),
         "train_minutes": round(train_minutes, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -343,6 +346,54 @@ def _selftrain_stage(
         return tagger
 
     return selftrain(fit_encoder, encoder, train_docs, pseudo, where, settings)
+
+
+def _names(teachers: str | None) -> list[str] | None:
+    return [Path(t).name for t in teachers.split(",")] if teachers else None
+
+
+def _distill_stage(
+    args: argparse.Namespace,
+    pipe: BertPipeline,
+    encoder: Path,
+    train_docs: list[Any],
+    dev_docs: list[Any],
+    out: Path,
+    fit_kwargs: dict[str, Any],
+) -> Path:
+    """Gold + notes with the teachers' averaged distributions; gold-only follows."""
+    from kiwi_fhir.training.distill import labelled, read_unlabeled
+    from kiwi_fhir.training.loop import fit
+    from kiwi_fhir.training.selftrain import selftrain
+
+    if args.pseudo_epochs < 1:
+        raise InputError(f"--pseudo-epochs {args.pseudo_epochs}: must be 1 or more")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise InputError(f"--min-confidence {args.min_confidence}: must be in [0, 1]")
+    if args.replace_prob > 0:
+        raise InputError("--distill-teachers cannot be combined with --replace-prob")
+    teachers = [Path(t) for t in args.distill_teachers.split(",") if t]
+    gold_ids = {d.document.id for d in [*train_docs, *dev_docs]}
+    notes = read_unlabeled(Path(args.pseudo_data), gold_ids, args.pseudo_notes)
+    where = Path(args.distill_labels) if args.distill_labels else out / "distill-labels"
+    pseudo, soft, conf = labelled(teachers, notes, where)
+    kept = [d for d in pseudo if conf[d.document.id] >= args.min_confidence]
+    if not kept:
+        raise InputError(f"--min-confidence {args.min_confidence}: no pseudo note left")
+    print(f"distill: {len(kept)} of {len(pseudo)} notes at confidence >= {args.min_confidence}")
+    enc_dir = Path(args.selftrain_dir) if args.selftrain_dir else out / "distilled-encoder"
+    labels_key = json.loads((where / "labels.json").read_text(encoding="utf-8"))["digest"]
+    settings = {"epochs": args.pseudo_epochs, "encoder": encoder.name, "soft": labels_key,
+                **{k: v for k, v in fit_kwargs.items() if k != "order_seed"}}  # fmt: skip
+    targets = {i: soft[i] for i in (d.document.id for d in kept)}
+
+    def fit_encoder(docs: Any) -> Any:
+        tagger, _ = fit(
+            pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, soft=targets, **fit_kwargs
+        )
+        return tagger
+
+    return selftrain(fit_encoder, encoder, train_docs, kept, enc_dir, settings)
 
 
 LEXICON_FILE = "drug_lexicon.txt.gz"

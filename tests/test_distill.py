@@ -1,0 +1,206 @@
+"""Distillation from an ensemble of teachers (``train --distill-teachers``)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="needs the train extra")
+pytest.importorskip("transformers", reason="needs the train extra")
+
+import torch
+
+from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
+from kiwi_fhir.extractors.decode import MAIN_TAGS, MOD_TAGS
+from kiwi_fhir.extractors.onnx import default_model_dir
+from kiwi_fhir.extractors.pipeline import BertPipeline
+from kiwi_fhir.training import distill, loop
+from kiwi_fhir.training.dataset import note_samples
+from kiwi_fhir.training.distill import MeanProbRunner, average, labelled, load_teachers
+
+NOTES = {
+    "u9001": "HISTORY: Hypertension, on lisinopril 10 mg daily. No chest pain.\n",
+    "u9002": "ASSESSMENT: Pneumonia. CBC and chest x-ray today. Start azithromycin.\n",
+    "u9003": "Denies fever. Mild cough for 3 days.\n",
+}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    out: np.ndarray = e / e.sum(-1, keepdims=True)
+    return out
+
+
+def test_average_is_the_elementwise_mean_of_the_distributions() -> None:
+    a = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5]], dtype=np.float32)
+    b = np.array([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+    c = np.array([[0.1, 0.0, 0.9], [0.4, 0.2, 0.4]], dtype=np.float32)
+    got = average([a, b, c])
+    assert np.allclose(got, [[0.5, 0.2, 0.3], [0.2, 0.5, 0.3]])
+    assert np.allclose(got.sum(-1), 1.0)
+
+
+class _Fake:
+    """A runner with fixed logits; ``relate`` records what it was given."""
+
+    def __init__(self, main: np.ndarray, hidden: float, rel: float) -> None:
+        self.main, self.hidden, self.rel = main, hidden, rel
+        self.seen: Any = None
+
+    def tag(self, ids: np.ndarray, mask: np.ndarray, feats: np.ndarray) -> Any:
+        shape = (*ids.shape, 2)
+        return self.main, np.zeros((*ids.shape, 3), np.float32), np.full(shape, self.hidden)
+
+    def relate(self, span_repr: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        self.seen = span_repr
+        return np.full(len(span_repr), self.rel, np.float32)
+
+
+def test_ensemble_runner_averages_probabilities_not_logits() -> None:
+    rng = np.random.default_rng(0)
+    logits = [rng.normal(0, 3, (1, 4, 5)).astype(np.float32) for _ in range(3)]
+    rels = (2.0, -1.0, 0.0)
+    runners = [_Fake(m, float(i), r) for i, (m, r) in enumerate(zip(logits, rels, strict=True))]
+    ens = MeanProbRunner(runners)
+    ids = np.zeros((1, 4), np.int64)
+    main, _, hidden = ens.tag(ids, ids, ids)
+    want = np.mean([_softmax(m) for m in logits], axis=0)
+    assert np.allclose(_softmax(main), want, atol=1e-6)
+    assert not np.allclose(_softmax(main), _softmax(np.mean(logits, axis=0)), atol=1e-3)
+    # hidden states side by side; relate hands each teacher back its own slice
+    assert hidden.shape == (1, 4, 6)
+    reprs = np.concatenate([hidden[0, p] for p in (0, 1, 2, 3)])[None]  # the pipeline's layout
+    logit = ens.relate(reprs.astype(np.float32), np.zeros((1, 7), np.int64))
+    for i, r in enumerate(runners):
+        assert r.seen.shape == (1, 8) and np.all(r.seen == i)
+    sig = 1 / (1 + np.exp(-np.array([2.0, -1.0, 0.0])))
+    assert np.isclose(1 / (1 + np.exp(-logit[0])), sig.mean(), atol=1e-6)
+
+
+def test_soft_loss_is_cross_entropy_when_the_target_is_one_hot() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, len(MAIN_TAGS))
+    tags = np.array([0, 3, 1, 0, 2, 5])
+    onehot = torch.from_numpy(loop._target(None, tags, len(MAIN_TAGS)))
+    keep = torch.ones(6, dtype=torch.bool)
+    hard = torch.nn.functional.cross_entropy(logits, torch.from_numpy(tags))
+    assert torch.isclose(loop.soft_ce(logits, onehot, keep), hard)
+    keep[1] = False  # an IGNOREd word leaves the mean
+    part = torch.nn.functional.cross_entropy(logits[keep], torch.from_numpy(tags)[keep])
+    assert torch.isclose(loop.soft_ce(logits, onehot, keep), part)
+    # a soft target: the expected cross-entropy under it, not the hard one
+    soft = torch.softmax(torch.randn(6, len(MAIN_TAGS)), -1)
+    want = -(soft * torch.log_softmax(logits, -1)).sum(-1).mean()
+    assert torch.isclose(loop.soft_ce(logits, soft, torch.ones(6, dtype=torch.bool)), want)
+
+
+def _gold(doc_id: str, text: str) -> Extraction:
+    a = text.index("Hypertension")
+    m = text.index("No")
+    b = text.index("chest pain")
+    return Extraction(
+        document=Document(doc_id, text),
+        entities=(
+            Entity("T1", "problem", a, a + 12, "Hypertension"),
+            Entity("T2", "problem", b, b + 10, "chest pain"),
+        ),
+        modifiers=(Modifier("T3", "negation", m, m + 2, "No"),),
+        relations=(Relation("T2", "T3"),),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tok = default_model_dir() / "tokenizer.json"
+    vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
+    cfg = BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=512,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("enc")
+    BertModel(cfg).save_pretrained(out)
+    (out / "tokenizer.json").write_bytes(tok.read_bytes())
+    return out
+
+
+def test_teachers_label_notes_and_a_student_stage_trains_on_them(
+    tmp_path: Path,
+    tiny_encoder: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = default_model_dir()
+    docs = [Document(i, t) for i, t in NOTES.items()]
+    where = tmp_path / "labels"
+    exs, soft, conf = labelled([model, model], docs, where)
+    assert (where / "soft.npz").is_file() and (where / "labels.json").is_file()
+    single = load_teachers([model])
+    for ex in exs:
+        note = single.pipe.encode(ex.document.text)
+        main, mod = soft[ex.document.id]
+        assert main.dtype == np.float16 and main.shape == (note.n_words, len(MAIN_TAGS))
+        assert mod.shape == (note.n_words, len(MOD_TAGS))
+        # a teacher averaged with itself is that teacher
+        one, p_main, _ = distill.label_note(single, ex.document)
+        assert np.allclose(main, p_main, atol=2e-3)
+        assert [(e.label, e.span) for e in ex.entities] == [(e.label, e.span) for e in one.entities]
+        assert 0.0 < conf[ex.document.id] <= 1.0
+    assert sum(len(ex.entities) for ex in exs) > 0
+    capsys.readouterr()
+    again, soft2, _ = labelled([model, model], docs, where)  # reused, not relabelled
+    assert "already holds these notes' labels" in capsys.readouterr().err
+    assert [(e.label, e.span) for e in again[0].entities] == [
+        (e.label, e.span) for e in exs[0].entities
+    ]
+    assert np.array_equal(soft2["u9002"][0], soft["u9002"][0])
+
+    # the student stage: gold + soft-labelled notes, soft CE on the pseudo words
+    from kiwi_fhir.extractors.encoding import load_tokenizer
+    from kiwi_fhir.training.selftrain import selftrain
+
+    pipe = BertPipeline(load_tokenizer(tiny_encoder / "tokenizer.json"))
+    samples = note_samples(pipe, exs[0], soft=soft["u9001"])
+    assert samples[0].soft_main is not None and len(samples[0].soft_main) == len(
+        samples[0].word_pos
+    )
+    with pytest.raises(ValueError, match="do not match"):
+        note_samples(pipe, exs[0], soft=soft["u9002"])
+    gold = [_gold("g1", NOTES["u9001"])]
+    calls: list[int] = []
+    real = loop.soft_ce
+
+    def spy(*a: Any) -> Any:
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(loop, "soft_ce", spy)
+
+    def fit_encoder(ds: Any) -> Any:
+        tagger, _ = loop.fit(pipe, tiny_encoder, ds, [], epochs=1, seed=0, soft=soft)
+        return tagger
+
+    out = selftrain(fit_encoder, tiny_encoder, gold, exs, tmp_path / "enc", {"soft": "k"})
+    assert calls and (out / "selftrain.json").is_file() and (out / "config.json").is_file()
+    assert json.loads((out / "selftrain.json").read_text())["pseudo_notes"] == 3
+
+
+def test_distill_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kiwi_fhir.cli import main
+    from kiwi_fhir.corpus import default_data_dir
+
+    data = default_data_dir()
+    if data is None:
+        pytest.skip("shared corpus not available")
+    (tmp_path / "notes").mkdir()
+    teacher = str(default_model_dir())
+    base = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--max-notes", "2",
+            "--pseudo-data", str(tmp_path / "notes"), "--distill-teachers", teacher]  # fmt: skip
+    assert main([*base, "--min-confidence", "1.5"]) == 2
+    assert "--min-confidence 1.5: must be in [0, 1]" in capsys.readouterr().err
+    assert main(base) == 2  # no .txt notes to label
+    assert "no .txt notes" in capsys.readouterr().err
