@@ -277,7 +277,7 @@ def run_extract(args: argparse.Namespace) -> int:
         for problem in job.errors:
             report(problem)
         for d in job.docs:  # parts of a document we could not use (an image ED...)
-            for warning in formats.warnings_of(d.meta):
+            for warning in formats.warnings_of(d.source):
                 report(f"{where}: {d.id}: warning: {warning}")
         if outputs.directory is None or job.path is None:
             if args.format == "brat" and len(job.docs) > 1:
