@@ -154,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
         "drugs, LOINC for tests, from tables shipped in the package)",
     )
     ex.add_argument(
+        "--fhir-base",
+        metavar="URL",
+        help="FHIR server whose Binary / attachment.url contents DocumentReferences point to: "
+        "fetched with the service's FHIR client and auth (a bearer token or SMART client "
+        "credentials from --fhir-config or KIWI_FHIR_FHIR_TOKEN, KIWI_FHIR_FHIR_TOKEN_URL, "
+        "KIWI_FHIR_FHIR_CLIENT_ID ...); URLs on other hosts are never fetched. Needs the "
+        "serve extra",
+    )
+    ex.add_argument(
+        "--fhir-config",
+        metavar="FILE",
+        help="service settings file (YAML or JSON) holding the fhir_* auth settings",
+    )
+    ex.add_argument(
         "--code-embedding",
         action="store_true",
         help="also code mentions no table spells by MiniLM cosine to ICD-10-CM titles and "

@@ -22,22 +22,26 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
 from kiwi_fhir.brat import ParseReport, format_ann, parse_ann, read_text
 from kiwi_fhir.core import Document, Entity, Extraction
-from kiwi_fhir.errors import InputError, KiwiError
+from kiwi_fhir.errors import InputError, KiwiError, MissingExtraError
 from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.extractors.onnx import OnnxExtractor
 from kiwi_fhir.extractors.pipeline import PipelineConfig
 from kiwi_fhir.extractors.segments import by_segments
 from kiwi_fhir.fhir import to_bundle
 from kiwi_fhir.inputs import formats, load_documents_lenient, parse_lenient
+from kiwi_fhir.inputs.formats import Fetcher
 from kiwi_fhir.serialize import to_dict
 from kiwi_fhir.terminology import CodingOptions
 from kiwi_fhir.terminology.extractor import CodingExtractor
+
+if TYPE_CHECKING:
+    from kiwi_fhir.service.fhir_fetch import FhirFetcher
 
 CHUNK = 8  # documents per extractor call: keeps batches full, memory flat
 # Notes longer than this run segment by segment with a progress bar (the
@@ -162,13 +166,16 @@ def plan_outputs(files: list[Path], stdin: bool, fmt: str, out: str | None) -> O
     return Outputs(directory, ext, subdir)
 
 
-def _jobs(files: list[Path], stdin: bool, given: bool) -> Iterator[Job]:
+def _jobs(
+    files: list[Path], stdin: bool, given: bool, fetcher: Fetcher | None = None
+) -> Iterator[Job]:
     if stdin:
-        docs, errs = parse_lenient(sys.stdin.buffer.read(), source="stdin", stem="stdin")
+        raw = sys.stdin.buffer.read()
+        docs, errs = parse_lenient(raw, source="stdin", stem="stdin", fetcher=fetcher)
         yield _job(None, docs, [str(e) for e in errs], given)
     for f in files:
         try:
-            docs, errs = load_documents_lenient(f)
+            docs, errs = load_documents_lenient(f, fetcher=fetcher)
         except Exception as exc:  # a parser bug must cost this file only, not the run
             yield Job(f, [], [], (f"{f}: could not be read ({type(exc).__name__})",))
             continue
@@ -237,6 +244,22 @@ def _extract_long(
         bar.close()
 
 
+def _fhir_fetcher(args: argparse.Namespace) -> FhirFetcher | None:
+    """``attachment.url`` reader for ``--fhir-base``: the service's FHIR client,
+    with its auth from ``--fhir-config`` or the ``KIWI_FHIR_FHIR_*`` variables."""
+    base: str | None = getattr(args, "fhir_base", None)
+    if base is None:
+        return None
+    try:
+        from kiwi_fhir.service.fhir_fetch import FhirFetcher
+        from kiwi_fhir.service.settings import load_settings
+    except ImportError as exc:
+        raise MissingExtraError("kiwi-fhir extract --fhir-base", "serve") from exc
+    config = getattr(args, "fhir_config", None)
+    settings = load_settings(Path(config) if config else None, fhir_base_url=base)
+    return FhirFetcher(settings)
+
+
 def run_extract(args: argparse.Namespace) -> int:
     stdin = "-" in args.paths
     files, empty_dirs = expand([p for p in args.paths if p != "-"])
@@ -247,6 +270,22 @@ def run_extract(args: argparse.Namespace) -> int:
         print(f"kiwi-fhir: {problem}", file=sys.stderr)
     if not files and not stdin:
         return 1
+    fetcher = _fhir_fetcher(args)
+    try:
+        return _run(args, files, stdin, outputs, len(empty_dirs), fetcher)
+    finally:
+        if fetcher is not None:
+            fetcher.close()
+
+
+def _run(
+    args: argparse.Namespace,
+    files: list[Path],
+    stdin: bool,
+    outputs: Outputs,
+    failed: int,
+    fetcher: Fetcher | None,
+) -> int:
     onnx = OnnxExtractor(
         Path(args.model) if args.model else None, threads=args.threads, batch_size=args.batch_size
     )
@@ -256,7 +295,6 @@ def run_extract(args: argparse.Namespace) -> int:
     if not getattr(args, "no_codes", False):
         extractor = CodingExtractor(onnx, coding)
     extractor.load()
-    failed = len(empty_dirs)
     progress: bool | None = getattr(args, "progress", None)  # None: when stderr is a terminal
     bar = tqdm(
         total=len(files) + stdin,
@@ -271,7 +309,7 @@ def run_extract(args: argparse.Namespace) -> int:
         bar.write(f"kiwi-fhir: {line}", file=sys.stderr)
         failed += 1
 
-    for job in _jobs(files, stdin, args.given_entities):
+    for job in _jobs(files, stdin, args.given_entities, fetcher):
         bar.update(1)
         where = job.path if job.path is not None else "stdin"
         for problem in job.errors:

@@ -36,6 +36,7 @@ from kiwi_fhir.errors import (
 from kiwi_fhir.inputs import parse_document_reference
 from kiwi_fhir.service import intake, store
 from kiwi_fhir.service.fhir_client import FhirClient
+from kiwi_fhir.service.fhir_fetch import binary_content
 from kiwi_fhir.service.settings import ServiceSettings
 from kiwi_fhir.service.status import public_message
 from kiwi_fhir.service.subscriptions import fetch_job
@@ -142,9 +143,9 @@ class SubscriptionWorker:
                 continue
             if not self.client.owns(att["url"]):
                 continue  # never send our credentials elsewhere; the parser reports it
-            data, ctype = await self.client.binary(att["url"], att.get("contentType") or "*/*")
-            if ctype and ctype.split(";")[0].strip() == "application/fhir+json":
-                data = base64.b64decode(json.loads(data).get("data", ""))
+            data, ctype = binary_content(
+                *await self.client.binary(att["url"], att.get("contentType") or "*/*")
+            )
             att["data"] = base64.b64encode(data).decode("ascii")
             att.setdefault("contentType", ctype or "text/plain")
 
