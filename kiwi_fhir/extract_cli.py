@@ -187,7 +187,7 @@ def _job(path: Path | None, docs: list[Document], problems: list[str], given: bo
     ents: list[tuple[Entity, ...] | None] = []
     kept: list[Document] = []
     for d in docs:
-        if not d.text.strip():
+        if not d.text.strip() and not d.source.results:  # results alone still make a Bundle
             label = f"{where}: {d.id}" if len(docs) > 1 else str(where)
             problems.append(f"{label}: empty note, nothing to extract")
             continue

@@ -190,3 +190,15 @@ def test_codes_by_default_and_no_codes(tmp_path: Path) -> None:
     assert "http://hl7.org/fhir/sid/icd-10-cm" in systems
     plain = json.loads(kiwi("extract", "n.txt", "--no-codes", cwd=tmp_path).stdout)
     assert plain["entities"] and not any("codes" in e for e in plain["entities"])
+
+
+def test_results_without_narrative_still_make_a_bundle(tmp_path: Path) -> None:
+    """Regression: an OUL^R22 CBC (structured results, no narrative) was reported
+    as an "empty note" and its results were lost."""
+    res = kiwi("extract", "--format", "fhir", str(DATA / "hl7" / "oul_r22_cbc.hl7"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    bundle = json.loads(res.stdout)
+    obs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    assert len(obs) == 2 and all("valueQuantity" in o or "valueString" in o for o in obs)
+    kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
+    assert "DiagnosticReport" in kinds and "Condition" not in kinds
