@@ -31,7 +31,7 @@ from kiwi_fhir.fhir.context import ContextFinder
 from kiwi_fhir.fhir.labs import diagnostic_reports, lab_observations
 from kiwi_fhir.fhir.mapping import load_mapping
 from kiwi_fhir.fhir.tables import FhirMapping
-from kiwi_fhir.source import Ref
+from kiwi_fhir.source import DocumentEvent, Ref, Source
 
 _NS: Final = uuid.UUID("6f1c2d7e-3b7a-5c55-9a4e-2f0d8f7a9c11")
 _REF_RE = re.compile(r"^(?:[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}|urn:\S+|https?://\S+)$")
@@ -199,9 +199,34 @@ def _text_docref(
         context["period"] = {"start": date}
     if context:
         dr["context"] = context
-    if src.source_ref:
-        dr["relatesTo"] = [{"code": "transforms", "target": {"reference": src.source_ref}}]
+    relates = [{"code": "transforms", "target": {"reference": src.source_ref}}] if (
+        src.source_ref) else []  # fmt: skip
+    if (link := parent_link(src)) is not None:
+        relates.append(link)
+    if relates:
+        dr["relatesTo"] = relates
     return dr
+
+
+#: How an event relates the note to its parent (DocumentReference.relatesTo.code).
+_RELATION: Final = {DocumentEvent.ADDENDUM: "appends", DocumentEvent.EDIT: "replaces",
+                    DocumentEvent.REPLACE: "replaces"}  # fmt: skip
+
+
+def parent_link(src: Source) -> dict[str, Any] | None:
+    """``relatesTo`` from an addendum or replacement to the note it names
+    (TXA-13, or the sender's own ``relatesTo``): by the sender's reference
+    when a server can resolve it, else by the parent's identifier. An edit
+    naming no parent is linked later, when the store knows the previous
+    version (:mod:`kiwi_fhir.fhir.retire`)."""
+    code = _RELATION.get(src.event) if src.event is not None else None
+    if code is None:
+        return None
+    if src.parent_ref:
+        return {"code": code, "target": reference(Ref(src.parent_ref, src.parent))}
+    if src.parent is not None:
+        return {"code": code, "target": reference(Ref(identifier=src.parent))}
+    return None
 
 
 def _provenance(

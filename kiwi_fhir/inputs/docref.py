@@ -12,7 +12,9 @@ offsets index that, never the markup.
 ``source_ref`` (``DocumentReference/<id>`` or the entry's ``fullUrl``),
 ``identifier``, ``patient`` and ``encounter`` (a literal reference or an
 identifier), ``date``, ``doc_type``, ``document_status`` (``docStatus``),
-``reference_status``, ``content_index``, ``content_type``, ``charset``.
+``reference_status``, ``event`` / ``parent`` / ``parent_ref`` (a
+``relatesTo`` that appends or replaces), ``content_index``,
+``content_type``, ``charset``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kiwi_fhir.errors import DocumentError, FhirInputError, UnsupportedContentTy
 from kiwi_fhir.inputs import jsonin
 from kiwi_fhir.inputs.formats import Fetcher, Identity
 from kiwi_fhir.inputs.textconv import XML_TYPES, split_content_type, to_plain_text
-from kiwi_fhir.source import Coding, Identifier, Ref, Source
+from kiwi_fhir.source import Coding, DocumentEvent, Identifier, Ref, Source
 
 _BUNDLE_TYPES: Final = frozenset({"collection", "transaction", "searchset", "batch"})
 _PREFERENCE: Final[tuple[str, ...]] = (
@@ -233,8 +235,12 @@ def _context(res: Mapping[str, Any], base: Source) -> Source:
         label = _s(rtype.get("text")) or (_s(codings[0].get("display")) if codings else "")
         if first or label:
             doc_type = Coding(_s(first.get("code")), _s(first.get("system")), label)
+    event, parent, parent_ref = _relates_to(res)
     return replace(
         base,
+        event=event,
+        parent=parent,
+        parent_ref=parent_ref,
         identifier=ident,
         patient=_reference(res.get("subject")),
         encounter=encounter,
@@ -244,6 +250,27 @@ def _context(res: Mapping[str, Any], base: Source) -> Source:
         reference_status=status if status in ("superseded", "entered-in-error") else "",
         doc_type=doc_type,
     )
+
+
+#: ``relatesTo.code`` values that make this note a new part or version of another.
+_RELATES: Final = {"appends": DocumentEvent.ADDENDUM, "replaces": DocumentEvent.REPLACE}
+
+
+def _relates_to(res: Mapping[str, Any]) -> tuple[DocumentEvent | None, Identifier | None, str]:
+    """(event, parent identifier, parent reference) of the first ``relatesTo``
+    that appends to or replaces another document (``transforms`` and ``signs``
+    leave the note's own facts as they are)."""
+    for item in _list(res.get("relatesTo")):
+        if not isinstance(item, Mapping) or _s(item.get("code")) not in _RELATES:
+            continue
+        target = _reference(item.get("target"))
+        if target is None:
+            continue
+        # urn:uuid targets of the sender's transaction mean nothing on a server
+        ref = "" if target.reference.startswith("urn:") else target.reference
+        if ref or target.identifier is not None:
+            return _RELATES[item["code"]], target.identifier, ref
+    return None, None, ""
 
 
 def _reference(ref: Any) -> Ref | None:

@@ -24,7 +24,8 @@ a message with results and no narrative gives one empty Document
 ``Source.warnings``. The other facts (:class:`kiwi_fhir.source.Source`):
 ``control_id`` (MSH-10), ``message_type``, ``hl7_version``, ``patient``
 (PID-3), ``encounter`` (PV1-19), ``date``, ``doc_type`` (OBR-4 or TXA-2),
-``identifier`` (OBR-3 / TXA-12), ``document_status`` (TXA-17),
+``identifier`` (OBR-3 / TXA-12), ``parent`` (TXA-13, the document an
+addendum or replacement relates to), ``document_status`` (TXA-17),
 ``result_status`` (OBR-25).
 """
 
@@ -354,6 +355,8 @@ def _group_source(g: _Group, base: Source, enc: Encoding, codec: str | None) -> 
         date_field, ident = seg.get(4) or seg.get(6), seg.get(12)
         status = seg.get(17).split(enc.component)[0].strip().upper()  # table 0271
         source = replace(base, document_status=status)
+        if parent := unescape(seg.get(13).split(enc.component)[0], enc, codec):
+            source = replace(source, parent=Identifier(parent))  # TXA-13 parent document
     else:
         ce = [*seg.get(4).split(enc.component), "", "", ""]
         if ce[0] or ce[1]:

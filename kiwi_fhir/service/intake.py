@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Final
 
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import DocumentError, FhirInputError, HL7Error, InvalidFieldError
 from kiwi_fhir.inputs import formats
 from kiwi_fhir.service.store import Job, NewJob
-from kiwi_fhir.source import Source, parse_ref
+from kiwi_fhir.source import DocumentEvent, Source, parse_ref
 from kiwi_fhir.source import to_json as source_json
 
 TEXT: Final = "text"
@@ -97,7 +98,33 @@ def format_job(kind: str, raw: bytes, source: str, principal: str = "") -> NewJo
                   versioned=ident.versioned if ident else True,
                   identity_field=ident.field if ident else "",
                   content_sha256=content_digest(owner, docs), longest_note=_longest(docs),
-                  warnings=warnings(docs))
+                  warnings=warnings(docs),
+                  doc_key=document_key(owner, docs[0].source) if len(docs) == 1 else None)
+
+
+def document_key(owner: str, source: Source) -> str | None:
+    """The sender's name for the *document* across its versions (not for one
+    message or resource version): ``DocumentReference/<id>``, or HL7's TXA-12
+    / OBR-3. None when the sender gave none: such a note has no earlier
+    version we could find."""
+    if source.channel == "fhir" and source.source_ref:
+        return _scoped(owner, f"doc:fhir:{source.source_ref}")
+    if source.channel == "hl7" and source.identifier is not None:
+        return _scoped(owner, f"doc:hl7:{source.identifier.token}")
+    return None
+
+
+def previous_key(owner: str, source: Source) -> str | None:
+    """The ``document_key`` of the version this note supersedes: the parent an
+    edit, replacement or cancellation names (TXA-13, ``relatesTo``), else the
+    note's own (a new version under the same id). An addendum supersedes
+    nothing: its parent stays."""
+    if source.event is DocumentEvent.ADDENDUM:
+        return None
+    if source.parent_ref or source.parent is not None:
+        parent = replace(source, source_ref=source.parent_ref, identifier=source.parent)
+        return document_key(owner, parent)
+    return document_key(owner, source)
 
 
 def warnings(docs: list[Document]) -> tuple[str, ...]:

@@ -101,6 +101,7 @@ class JobRow(Base):
     supersedes: Mapped[str | None] = mapped_column(String(36))
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     content_sha256: Mapped[str | None] = mapped_column(String(64))
+    doc_key: Mapped[str | None] = mapped_column(String(512), index=True)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ class NewJob:
     longest_note: int = 0
     #: What the payload held that will not become output (named in the ACK / response).
     warnings: tuple[str, ...] = ()
+    #: The sender's identity of the document across its versions (owner-scoped;
+    #: None when the payload holds no single identified document).
+    doc_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class Job:
     superseded_by: str | None = None
     supersedes: str | None = None
     content_sha256: str | None = None
+    doc_key: str | None = None
 
 
 def _job(row: JobRow) -> Job:
@@ -160,7 +165,7 @@ def _job(row: JobRow) -> Job:
                row.received_at, row.status, row.error, row.result, row.model_id, row.backend,
                row.attempts, row.completions, row.writeback, row.writeback_attempts or 0,
                row.writeback_error, row.next_attempt_at, row.owner, row.superseded_by,
-               row.supersedes, row.content_sha256)  # fmt: skip
+               row.supersedes, row.content_sha256, row.doc_key)  # fmt: skip
 
 
 def _now() -> datetime:
@@ -223,7 +228,7 @@ class IntakeStore:
                      dedup_key=new.dedup_key, sha256=new.sha256, payload=new.payload,
                      params=new.params, received_at=now, updated_at=now, status=RECEIVED,
                      attempts=0, completions=0, writeback_attempts=0, owner=new.owner or None,
-                     content_sha256=new.content_sha256,
+                     content_sha256=new.content_sha256, doc_key=new.doc_key,
                      supersedes=twin.id if twin is not None else None,
                      writeback=PENDING if new.source == SUBSCRIPTION else None)  # fmt: skip
         try:
@@ -257,6 +262,19 @@ class IntakeStore:
         twin = next((j for j in rows if new.dedup_key is not None
                      and j.dedup_key == new.dedup_key), None)  # fmt: skip
         return same, twin
+
+    def previous_version(self, doc_key: str, job: Job) -> Job | None:
+        """The newest finished job for the same document received before ``job``:
+        the one whose resources an edit or a new version retires."""
+        with self._guard() as s:
+            row = s.scalars(
+                select(JobRow)
+                .where(JobRow.doc_key == doc_key, JobRow.id != job.id, JobRow.status == DONE,
+                       JobRow.received_at <= job.received_at)
+                .order_by(JobRow.received_at.desc())
+                .limit(1)
+            ).first()  # fmt: skip
+            return _job(row) if row is not None else None
 
     def get(self, job_id: str) -> Job:
         with self._guard() as s:
@@ -359,7 +377,8 @@ class IntakeStore:
         dedup_key = new.dedup_key
         values: dict[str, Any] = {"kind": new.kind, "payload": new.payload, "error": None,
                                   "next_attempt_at": None, "updated_at": _now(),
-                                  "content_sha256": new.content_sha256}  # fmt: skip
+                                  "content_sha256": new.content_sha256,
+                                  "doc_key": new.doc_key}  # fmt: skip
         try:
             with self._guard() as s:
                 s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.kind == FHIRREF)

@@ -30,6 +30,9 @@ from kiwi_fhir.core import Document, Extraction
 from kiwi_fhir.errors import BackendError, KiwiError, ModelError
 from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.fhir import to_bundle
+from kiwi_fhir.fhir.bundle import validate_bundle
+from kiwi_fhir.fhir.mapping import load_mapping
+from kiwi_fhir.fhir.retire import retire
 from kiwi_fhir.serialize import to_dict
 from kiwi_fhir.service import intake, store
 from kiwi_fhir.service.status import public_message
@@ -177,7 +180,9 @@ class Batcher:
     async def _post(self, inferred: list[_Inferred]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._post_pool, _outcomes, inferred)
+            outcomes = await loop.run_in_executor(
+                self._post_pool, _outcomes, inferred, self.store
+            )
             finished = await asyncio.to_thread(self.store.finish, outcomes)
         except Exception as exc:
             self._fail([job for job, _ in inferred], exc)
@@ -222,15 +227,16 @@ class Batcher:
             return exc
 
 
-def _outcomes(inferred: list[_Inferred]) -> list[Outcome]:
+def _outcomes(inferred: list[_Inferred], jobs: store.IntakeStore | None = None) -> list[Outcome]:
     """Runs in the post-processing thread: Bundles and result JSON."""
     out: list[Outcome] = []
     for job, got in inferred:
         if isinstance(got, Exception):
             out.append((job.id, store.FAILED, public_message(got), "", ""))
             continue
+        previous = previous_bundle(jobs, job, got) if jobs is not None else None
         try:
-            result = result_json(got)
+            result = result_json(got, previous)
         except Exception as exc:
             log.warning("job %s failed building its Bundle (%s)", job.id, type(exc).__name__)
             out.append((job.id, store.FAILED, public_message(exc), "", ""))
@@ -240,8 +246,30 @@ def _outcomes(inferred: list[_Inferred]) -> list[Outcome]:
     return out
 
 
-def result_json(extractions: list[Extraction]) -> str:
-    """One Bundle for the whole job (entries of every note) plus the structured results."""
+def previous_bundle(
+    jobs: store.IntakeStore, job: store.Job, extractions: list[Extraction]
+) -> dict[str, Any] | None:
+    """The Bundle the store kept for the version of this job's note that it
+    supersedes (an edit, a replacement, a new FHIR version), or None.
+
+    Only a job holding one note is linked: which note of a batch replaces
+    which earlier one is not something the store records."""
+    if len(extractions) != 1:
+        return None
+    key = intake.previous_key(job.owner or "", extractions[0].document.source)
+    prev = jobs.previous_version(key, job) if key is not None else None
+    if prev is None or not prev.result:
+        return None
+    bundle = json.loads(prev.result).get("bundle")
+    return bundle if isinstance(bundle, dict) and bundle else None
+
+
+def result_json(extractions: list[Extraction], previous: dict[str, Any] | None = None) -> str:
+    """One Bundle for the whole job (entries of every note) plus the structured results.
+
+    With ``previous`` (the Bundle of the version this note supersedes), the
+    resources it made and this one does not are retired (:mod:`kiwi_fhir.fhir.retire`).
+    """
     bundle: dict[str, Any] | None = None
     for ex in extractions:
         b = to_bundle(ex)
@@ -249,5 +277,8 @@ def result_json(extractions: list[Extraction]) -> str:
             bundle = b
         else:
             bundle["entry"].extend(b["entry"])
+    system = load_mapping().document_identifier_system
+    if bundle is not None and previous is not None and retire(bundle, previous, system):
+        validate_bundle(bundle, extractions[0].document.id)
     return json.dumps({"bundle": bundle or {}, "documents": [to_dict(ex) for ex in extractions]},
                       ensure_ascii=False)  # fmt: skip
