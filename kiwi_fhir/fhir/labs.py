@@ -33,6 +33,8 @@ _REPORT_STATUS: Final[dict[str, str]] = {
 _DR_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/v2-0074"
 _FLAGS: Final[frozenset[str]] = frozenset({"L", "H", "LL", "HH", "N", "A", "AA"})
 _INTERPRETATION: Final = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+#: The cross-version extension for R5's DiagnosticReport.note, used in R4.
+_R5_NOTE: Final = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
 
 
 def lab_observations(
@@ -74,6 +76,8 @@ def lab_observations(
             obs["referenceRange"] = [_range(lab.range, lab.unit, mapping)]
         if lab.flag in _FLAGS:
             obs["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": lab.flag}]}]
+        if lab.notes:  # NTE after the OBX
+            obs["note"] = [{"text": n} for n in lab.notes]
         out.append((obs, ident))
     return out
 
@@ -108,6 +112,8 @@ def diagnostic_reports(
             dr["encounter"] = source.encounter
         if g.date:
             dr["effectiveDateTime"] = g.date
+        if g.notes:  # NTE after the OBR; R4 has no DiagnosticReport.note (R5 does)
+            dr["extension"] = [{"url": _R5_NOTE, "valueAnnotation": {"text": n}} for n in g.notes]
         out.append((dr, ident))
     return out
 

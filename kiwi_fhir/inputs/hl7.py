@@ -16,8 +16,11 @@ segment text because hl7apy mangles escapes it does not model (see
 One Document per OBR group that carries narrative (or per message when
 there is no OBR). Narrative = OBX of value type TX, FT, ST, or ED holding
 text (plain, HTML, RTF, CDA XML), joined with newlines in (OBX-4 sub-ID,
-OBX-1 set-ID) order; ``Document.text`` is that decoded text and all
-offsets index it. Structured results (NM, SN, CWE/CE/CNE, DT/TS/DTM) are kept
+OBX-1 set-ID) order; when the OBX carry several OBX-3 labels, each label is
+a heading line and the sections keep message order (:mod:`.hl7_groups`).
+``Document.text`` is that decoded text and all offsets index it. NTE
+comments are never note text: they go to the result they follow
+(``LabResult.notes``, ``ResultGroup.notes``) or into a warning. Structured results (NM, SN, CWE/CE/CNE, DT/TS/DTM) are kept
 as typed ``LabResult``s in ``Source.results``, one ``ResultGroup`` per OBR;
 a message with results and no narrative gives one empty Document
 (``structured_only``) that carries them. An ED that is not text is named in
@@ -32,12 +35,14 @@ addendum or replacement relates to), ``document_status`` (TXA-17),
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Final
 
 from kiwi_fhir.core import Document
 from kiwi_fhir.errors import DocumentError, HL7Error, shown
 from kiwi_fhir.inputs.formats import Fetcher, Identity
+from kiwi_fhir.inputs.hl7_groups import code as _code
+from kiwi_fhir.inputs.hl7_groups import documents
 from kiwi_fhir.inputs.hl7_syntax import (
     BATCH_SEGMENTS,
     Encoding,
@@ -49,20 +54,9 @@ from kiwi_fhir.inputs.hl7_syntax import (
     ts_to_fhir,
     unescape,
 )
-from kiwi_fhir.inputs.hl7_values import (
-    CODE_SYSTEMS,
-    DOC_TYPES,
-    Segment,
-    ed_text,
-    lab_result,
-    report_info,
-)
-from kiwi_fhir.source import Coding, DocumentEvent, Identifier, Ref, ResultGroup, Source
+from kiwi_fhir.inputs.hl7_values import Segment
+from kiwi_fhir.source import DocumentEvent, Identifier, Ref, Source
 
-_TEXT_TYPES: Final[frozenset[str]] = frozenset({"TX", "FT", "ST"})
-_LAB_TYPES: Final[frozenset[str]] = frozenset(
-    {"NM", "SN", "CWE", "CE", "CNE", "DT", "TM", "TS", "DTM"}
-)
 #: Message types that carry clinical content; ADT (any event) only when it has OBX.
 _ACCEPTED: Final[dict[str, frozenset[str]]] = {
     "ORU": frozenset({"R01", "R30", "R31", "R32"}),
@@ -78,12 +72,6 @@ _MDM_STATUS: Final[dict[str, DocumentEvent]] = {
 }  # fmt: skip
 _VERSION_RE = re.compile(r"^2\.[3-8](\.\d+)?$")
 _SEG_RE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
-
-
-@dataclass
-class _Group:  # mutable on purpose: filled while walking the segments
-    obr: Segment | None = None
-    obx: list[Segment] = field(default_factory=list)
 
 
 def parse_hl7(raw: str | bytes) -> list[Document]:
@@ -167,8 +155,7 @@ def _message(chunk: str | bytes) -> list[Document]:
         hl7_version=version,
         event=_MDM_STATUS.get(event) if kind == "MDM" else None,
     )
-    groups = _groups(segs, kind)
-    return _documents(groups, segs, enc, codec, base)
+    return documents(segs, enc, codec, base)
 
 
 def _codec(msh_line: str) -> str | None:
@@ -244,132 +231,6 @@ def _authority(hd: str, enc: Encoding) -> tuple[str, str]:
     if len(parts) > 2 and parts[2].upper() == "ISO" and parts[1]:
         return f"urn:oid:{parts[1]}", name
     return "", name
-
-
-def _groups(segs: list[Segment], kind: str) -> list[_Group]:
-    groups: list[_Group] = []
-    for seg in segs:
-        if seg.name in ("OBR", "TXA") or (seg.name == "OBX" and not groups):
-            if seg.name == "TXA" or not groups or groups[-1].obr or groups[-1].obx:
-                groups.append(_Group())
-            if seg.name != "OBX":
-                groups[-1].obr = seg
-                continue
-        if seg.name == "OBX":
-            groups[-1].obx.append(seg)
-    return groups
-
-
-def _documents(
-    groups: list[_Group],
-    segs: list[Segment],
-    enc: Encoding,
-    codec: str | None,
-    base: Source,
-) -> list[Document]:
-    """One Document per group with narrative; structured results ride on the
-    first one, or, in a message with no narrative at all, on one empty note
-    (no NER runs over it; its Bundle holds the results)."""
-    found: list[tuple[str, Source, list[ResultGroup]]] = []
-    orphan_labs: list[ResultGroup] = []
-    skipped: list[str] = []
-    for g in groups:
-        lines: list[tuple[tuple[int, ...], int, int, str]] = []
-        labs = []
-        for pos, obx in enumerate(g.obx):
-            vtype = obx.get(2).split(enc.component)[0].upper()
-            key = (_subid(obx.get(4)), _int(obx.get(1)), pos)
-            if vtype in _TEXT_TYPES:
-                reps = obx.get(5).split(enc.repetition)
-                lines.append((*key, "\n".join(unescape(r, enc, codec) for r in reps)))
-            elif vtype == "ED":
-                text = ed_text(obx, enc, codec)
-                if text is None:
-                    skipped.append(obx.label)
-                else:
-                    lines.append((*key, text))
-            elif vtype in _LAB_TYPES:
-                labs.append(lab_result(obx, vtype, enc, codec))
-        results = [replace(report_info(g.obr, enc, codec), results=tuple(labs))] if labs else []
-        if not lines:
-            orphan_labs.extend(results)
-            continue
-        lines.sort(key=lambda t: (t[0], t[1], t[2]))
-        if not any(t[3].strip() for t in lines):
-            label = g.obr.label if g.obr is not None else "OBX"
-            raise HL7Error(
-                f"narrative OBX-5 is empty (truncated?) in the {label} group",
-                segment="OBX",
-                field="5",
-            )
-        found.append(("\n".join(t[3] for t in lines), _group_source(g, base, enc, codec), results))
-    if not found and orphan_labs:
-        first = next((g for g in groups if g.obr is not None), None)
-        gsource = _group_source(first, base, enc, codec) if first is not None else base
-        found.append(("", replace(gsource, structured_only=True), []))
-    if not found:
-        why = f" ({', '.join(skipped)}: unsupported ED payload)" if skipped else ""
-        raise HL7Error(
-            f"no narrative OBX (TX, FT, ST or text ED) and no structured result{why}",
-            segment="OBX",
-            field="5",
-        )
-    docs = []
-    control = base.control_id or "message"
-    warnings = tuple(f"{x}: ED payload is not text; not extracted" for x in skipped)
-    for k, (text, source, results) in enumerate(found, start=1):
-        if k == 1:
-            results = results + orphan_labs
-        source = replace(source, results=tuple(results), warnings=warnings)
-        doc_id = control if len(found) == 1 else f"{control}.{k}"
-        docs.append(Document(id=doc_id, text=text, source=source))
-    return docs
-
-
-def _code(value: str) -> str:
-    """A message code fit to echo: three letters or digits at most (sender-controlled)."""
-    return re.sub(r"[^A-Z0-9]", "", value.upper())[:3] or "?"
-
-
-def _subid(value: str) -> tuple[int, ...]:
-    parts = re.findall(r"\d+", value)
-    return tuple(int(p) for p in parts) if parts else (0,)
-
-
-def _int(value: str) -> int:
-    """Set ID / sub-ID: ASCII digits only ('²'.isdigit() is True, int('²') fails)."""
-    v = value.strip()
-    return int(v) if v.isascii() and v.isdigit() and len(v) <= 9 else 0
-
-
-def _group_source(g: _Group, base: Source, enc: Encoding, codec: str | None) -> Source:
-    """The message's facts with what the group's OBR or TXA says of its note."""
-    seg = g.obr
-    if seg is None:
-        return base
-    doc_type: Coding | None = None
-    if seg.name == "TXA":
-        if code := unescape(seg.get(2).split(enc.component)[0], enc, codec):
-            doc_type = Coding(code, "http://terminology.hl7.org/CodeSystem/v2-0270",
-                              DOC_TYPES.get(code.upper(), code))  # fmt: skip
-        date_field, ident = seg.get(4) or seg.get(6), seg.get(12)
-        status = seg.get(17).split(enc.component)[0].strip().upper()  # table 0271
-        source = replace(base, document_status=status)
-        if parent := unescape(seg.get(13).split(enc.component)[0], enc, codec):
-            source = replace(source, parent=Identifier(parent))  # TXA-13 parent document
-    else:
-        ce = [*seg.get(4).split(enc.component), "", "", ""]
-        if ce[0] or ce[1]:
-            doc_type = Coding(unescape(ce[0], enc), CODE_SYSTEMS.get(ce[2].upper(), "") if ce[0]
-                              else "", unescape(ce[1], enc, codec))  # fmt: skip
-        date_field, ident = seg.get(7), seg.get(3)
-        status = seg.get(25).split(enc.component)[0].strip().upper()  # table 0123
-        source = replace(base, result_status=status)
-    if date := ts_to_fhir(date_field):
-        source = replace(source, date=date)
-    if value := unescape(ident.split(enc.component)[0], enc, codec):
-        source = replace(source, identifier=Identifier(value))
-    return replace(source, doc_type=doc_type)
 
 
 class HL7v2Format:
