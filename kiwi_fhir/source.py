@@ -119,6 +119,7 @@ class Source:
     hl7_version: str = ""
     patient: Ref | None = None
     encounter: Ref | None = None
+    encounter_class: str = ""  # PV1-2 patient class (table 0004: I, O, E, ...)
     author: str = ""
     date: str = ""  # FHIR dateTime
     doc_type: Coding | None = None

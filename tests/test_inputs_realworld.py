@@ -59,9 +59,12 @@ def test_numeric_lab_message_gives_quantity_observations_ranges_and_a_report() -
     assert report["code"]["coding"][0]["code"] == "24323-8"
     assert report["status"] == "final" and len(report["result"]) == 5
     # PID-3 with an ISO OID authority: an identifier with a urn:oid system, never
-    # the literal (unresolvable) reference "urn:oid:...|7723190".
+    # the literal (unresolvable) reference "urn:oid:...|7723190"; the subject
+    # points at the bundle's Patient entry (created if no Patient has it)
     subject = glucose["subject"]
-    assert "reference" not in subject
+    (patient,) = _of(res, "Patient")
+    assert subject["reference"].startswith("urn:uuid:")
+    assert patient["identifier"] == [subject["identifier"]]
     assert subject["identifier"] == {
         "system": "urn:oid:2.16.840.1.113883.3.7723",
         "value": "7723190",

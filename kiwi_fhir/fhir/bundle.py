@@ -25,7 +25,7 @@ from urllib.parse import quote
 from kiwi_fhir import __version__
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.errors import FhirOutputError
-from kiwi_fhir.fhir import status
+from kiwi_fhir.fhir import parties, status
 from kiwi_fhir.fhir.build import Targets, build_resource
 from kiwi_fhir.fhir.context import ContextFinder
 from kiwi_fhir.fhir.labs import diagnostic_reports, lab_observations
@@ -39,19 +39,14 @@ _INSTANT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+
 BUNDLE_TYPES: Final = ("transaction", "collection")
 
 
+def resolvable(ref: str) -> bool:
+    """Whether a literal reference string is one a server can resolve."""
+    return bool(_REF_RE.match(ref))
+
+
 def reference(ref: Ref) -> dict[str, Any]:
-    """A FHIR Reference: the literal one the sender gave when it is one a
-    server can resolve, else by identifier (a ``urn:oid:`` system once made
-    the literal, unresolvable reference ``urn:oid:1.2|123``)."""
-    if ref.reference and _REF_RE.match(ref.reference):
-        return {"reference": ref.reference}
-    found = ref.identifier
-    ident: dict[str, Any] = {"value": found.value if found else ref.reference}
-    if found is not None and found.system:
-        ident["system"] = found.system
-    if found is not None and found.assigner:
-        ident["assigner"] = {"display": found.assigner}
-    return {"identifier": ident}
+    """A FHIR Reference for ``ref`` (literal when resolvable, else by identifier)."""
+    return parties.reference(ref, resolvable)
 
 
 def document_key(extraction: Extraction) -> str:
@@ -81,12 +76,8 @@ def to_bundle(
     mapping = mapping or load_mapping()
     doc, src = extraction.document, extraction.document.source
     key = document_key(extraction)
-    patient = (
-        reference(src.patient)
-        if src.patient is not None
-        else {"display": "patient not identified in the source document"}
-    )
-    encounter = reference(src.encounter) if src.encounter is not None else None
+    who = parties.parties(src, bundle_type, _full_url)
+    patient, encounter = who.patient, who.encounter
     entries: list[tuple[dict[str, Any], str]] = []  # (resource, identifier value)
     own = src.channel == "fhir" and src.content_type == "text/plain"
     docref: dict[str, Any] | None
@@ -129,7 +120,10 @@ def to_bundle(
         "resourceType": "Bundle",
         "type": bundle_type,
         "identifier": {"system": mapping.document_identifier_system, "value": f"bundle.{key}"},
-        "entry": [_entry(res, ident, bundle_type, update) for res, ident in entries],
+        "entry": [
+            *who.entries,
+            *(_entry(res, ident, bundle_type, update) for res, ident in entries),
+        ],
     }
     if bundle_type == "collection":
         bundle["id"] = str(uuid.uuid5(_NS, f"bundle.{key}"))

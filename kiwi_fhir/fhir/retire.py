@@ -18,7 +18,8 @@ make again:
   FHIR R4 has no "retired" status for a Condition, and the facts that still
   hold are restated by the new version's resources.
 
-Provenance of the old version is left alone: it records what happened.
+Provenance of the old version is left alone: it records what happened;
+so are its Patient and Encounter entries.
 Only transaction Bundles are changed (a collection is not applied by a
 server, so there is nothing to update).
 """
@@ -31,7 +32,9 @@ from urllib.parse import quote
 
 from kiwi_fhir.fhir import status
 
-_KEEP: Final = frozenset({"Provenance"})
+#: Left alone: what happened (Provenance), and who it is about (a Patient or
+#: Encounter entry is only ever created if absent, never overwritten).
+_KEEP: Final = frozenset({"Provenance", "Patient", "Encounter"})
 
 
 def _token(res: dict[str, Any]) -> str | None:

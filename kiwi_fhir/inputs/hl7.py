@@ -20,13 +20,15 @@ OBX-1 set-ID) order; when the OBX carry several OBX-3 labels, each label is
 a heading line and the sections keep message order (:mod:`.hl7_groups`).
 ``Document.text`` is that decoded text and all offsets index it. NTE
 comments are never note text: they go to the result they follow
-(``LabResult.notes``, ``ResultGroup.notes``) or into a warning. Structured results (NM, SN, CWE/CE/CNE, DT/TS/DTM) are kept
-as typed ``LabResult``s in ``Source.results``, one ``ResultGroup`` per OBR;
-a message with results and no narrative gives one empty Document
+(``LabResult.notes``, ``ResultGroup.notes``) or into a warning.
+Structured results (NM, SN, CWE/CE/CNE, DT/TS/DTM) are kept as typed
+``LabResult``s in ``Source.results``, one ``ResultGroup`` per OBR; a
+message with results and no narrative gives one empty Document
 (``structured_only``) that carries them. An ED that is not text is named in
 ``Source.warnings``. The other facts (:class:`kiwi_fhir.source.Source`):
 ``control_id`` (MSH-10), ``message_type``, ``hl7_version``, ``patient``
-(PID-3), ``encounter`` (PV1-19), ``date``, ``doc_type`` (OBR-4 or TXA-2),
+(PID-3; the system from :mod:`.identifier_systems`), ``encounter``
+(PV1-19), ``encounter_class`` (PV1-2), ``date``, ``doc_type`` (OBR-4 or TXA-2),
 ``identifier`` (OBR-3 / TXA-12), ``parent`` (TXA-13, the document an
 addendum or replacement relates to), ``document_status`` (TXA-17),
 ``result_status`` (OBR-25).
@@ -55,6 +57,7 @@ from kiwi_fhir.inputs.hl7_syntax import (
     unescape,
 )
 from kiwi_fhir.inputs.hl7_values import Segment
+from kiwi_fhir.inputs.identifier_systems import system_for
 from kiwi_fhir.source import DocumentEvent, Identifier, Ref, Source
 
 #: Message types that carry clinical content; ADT (any event) only when it has OBX.
@@ -209,7 +212,9 @@ def _header(segs: list[Segment], enc: Encoding, codec: str | None) -> Source:
         date=ts_to_fhir(msh.get(7)) or "",
         patient=_cx_ref(segs, "PID", 3, enc, codec),
         encounter=_cx_ref(segs, "PV1", 19, enc, codec),
-    )
+        encounter_class=next((s.get(2).split(enc.component)[0].strip().upper()
+                              for s in segs if s.name == "PV1"), ""),
+    )  # fmt: skip
 
 
 def _cx_ref(segs: list[Segment], name: str, n: int, enc: Encoding, codec: str | None) -> Ref | None:
@@ -225,12 +230,10 @@ def _cx_ref(segs: list[Segment], name: str, n: int, enc: Encoding, codec: str | 
 
 
 def _authority(hd: str, enc: Encoding) -> tuple[str, str]:
-    """(Identifier.system, assigner name) from an HD: only ISO OIDs make a system."""
-    parts = hd.split(enc.subcomponent)
-    name = parts[0]
-    if len(parts) > 2 and parts[2].upper() == "ISO" and parts[1]:
-        return f"urn:oid:{parts[1]}", name
-    return "", name
+    """(Identifier.system, assigner name) from an HD: its universal ID, else
+    the site's table of namespaces (:mod:`.identifier_systems`)."""
+    parts = [*hd.split(enc.subcomponent), "", ""]
+    return system_for(parts[0], parts[1], parts[2]), parts[0]
 
 
 class HL7v2Format:

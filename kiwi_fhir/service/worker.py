@@ -275,8 +275,9 @@ def result_json(extractions: list[Extraction], previous: dict[str, Any] | None =
         b = to_bundle(ex)
         if bundle is None:
             bundle = b
-        else:
-            bundle["entry"].extend(b["entry"])
+        else:  # notes about one patient share its Patient entry (one fullUrl each)
+            seen = {e["fullUrl"] for e in bundle["entry"]}
+            bundle["entry"].extend(e for e in b["entry"] if e["fullUrl"] not in seen)
     system = load_mapping().document_identifier_system
     if bundle is not None and previous is not None and retire(bundle, previous, system):
         validate_bundle(bundle, extractions[0].document.id)
