@@ -120,7 +120,7 @@ class Source:
     patient: Ref | None = None
     encounter: Ref | None = None
     encounter_class: str = ""  # PV1-2 patient class (table 0004: I, O, E, ...)
-    author: str = ""
+    author: str = ""  # who wrote the note, as a name (TXA-9, DocumentReference.author.display)
     date: str = ""  # FHIR dateTime
     doc_type: Coding | None = None
     content_type: str = "text/plain"  # of the original, before conversion to text

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kiwi_fhir.core import Document, Extraction
-from kiwi_fhir.inputs import load_documents
+from kiwi_fhir.fhir import to_bundle
+from kiwi_fhir.inputs import load_documents, parse_document_reference, parse_hl7
 from kiwi_fhir.serialize import document_source, from_dict, to_dict
 from kiwi_fhir.source import (
     DocumentEvent,
@@ -76,3 +77,24 @@ def test_caller_reference_strings() -> None:
     assert parse_ref("Patient/1") == Ref(reference="Patient/1")
     assert parse_ref("urn:oid:1.2|77") == Ref(identifier=Identifier("77", "urn:oid:1.2"))
     assert parse_ref("") is None
+
+
+def test_the_author_is_read_and_named_on_the_text_document_reference() -> None:
+    raw = (
+        "MSH|^~\\&|A|B|C|D|20240101||MDM^T02|AU1|P|2.5\rEVN|T02|20240101\r"
+        "TXA|1|PN|TX|20240101|||||D123^Lévesque^André^^^Dr.||||||||AU\r"
+        "OBX|1|TX|PN^Progress note||No fever.\r"
+    )
+    (doc,) = parse_hl7(raw)
+    assert doc.source.author == "Dr. André Lévesque" and doc.source.document_status == "AU"
+    bundle = to_bundle(Extraction(doc))
+    (dr,) = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "DocumentReference"
+    ]
+    assert dr["author"] == [{"display": "Dr. André Lévesque"}]
+    res = json.loads((DATA / "docref_html.json").read_text(encoding="utf-8"))
+    res["author"] = [{"reference": "Practitioner/9", "display": "Dr. Ola Brandt"}]
+    (fhir_doc,) = parse_document_reference(res)
+    assert fhir_doc.source.author == "Dr. Ola Brandt"

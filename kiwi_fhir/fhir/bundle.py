@@ -177,6 +177,8 @@ def _text_docref(
         f"{doc.id} (offsets of extracted resources index this)",
         "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "data": data}}],
     }
+    if src.author:  # a name only: TXA-9's ID is the sender's own; no Practitioner is made
+        dr["author"] = [{"display": src.author}]
     if (dt := src.doc_type) is not None:
         cc: dict[str, Any] = {"text": dt.text or dt.code}
         if dt.code:

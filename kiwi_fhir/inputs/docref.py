@@ -236,6 +236,7 @@ def _context(res: Mapping[str, Any], base: Source) -> Source:
         if first or label:
             doc_type = Coding(_s(first.get("code")), _s(first.get("system")), label)
     event, parent, parent_ref = _relates_to(res)
+    authors = [a for a in _list(res.get("author")) if isinstance(a, Mapping)]
     return replace(
         base,
         event=event,
@@ -249,6 +250,7 @@ def _context(res: Mapping[str, Any], base: Source) -> Source:
         document_status=_s(res.get("docStatus")),
         reference_status=status if status in ("superseded", "entered-in-error") else "",
         doc_type=doc_type,
+        author=_s(authors[0].get("display")) if authors else "",
     )
 
 

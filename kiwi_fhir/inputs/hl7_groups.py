@@ -201,6 +201,13 @@ def _label(obx: Segment, enc: Encoding, codec: str | None) -> str:
     return unescape(ce[1], enc, codec).strip() or unescape(ce[0], enc, codec).strip()
 
 
+def _person(xcn: str, enc: Encoding, codec: str | None) -> str:
+    """An XCN's name as one would write it (prefix given middle family), else its ID."""
+    c = [unescape(x, enc, codec).strip() for x in xcn.split(enc.repetition)[0].split(enc.component)]
+    c += [""] * (6 - len(c))
+    return " ".join(p for p in (c[5], c[2], c[3], c[1]) if p) or c[0]
+
+
 def _comment(nte: Segment, enc: Encoding, codec: str | None) -> str:
     """NTE-3 (repeating FT), one line per repetition."""
     return "\n".join(unescape(r, enc, codec) for r in nte.get(3).split(enc.repetition)).strip()
@@ -235,6 +242,8 @@ def _group_source(g: _Group, base: Source, enc: Encoding, codec: str | None) -> 
         date_field, ident = seg.get(4) or seg.get(6), seg.get(12)
         status = seg.get(17).split(enc.component)[0].strip().upper()  # table 0271
         source = replace(base, document_status=status)
+        if author := _person(seg.get(9), enc, codec):  # TXA-9 originator
+            source = replace(source, author=author)
         if parent := unescape(seg.get(13).split(enc.component)[0], enc, codec):
             source = replace(source, parent=Identifier(parent))  # TXA-13 parent document
     else:
