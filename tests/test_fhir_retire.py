@@ -131,3 +131,16 @@ def test_a_resend_of_the_same_text_changes_nothing(st: store.IntakeStore) -> Non
     entries = json.loads(result)["bundle"]["entry"]
     assert {e["fullUrl"] for e in entries} == {e["fullUrl"] for e in first["entry"]}
     assert all(e["resource"].get("status") != "superseded" for e in entries)
+
+
+def test_a_second_edit_replaces_the_first_edit_not_the_original(st: store.IntakeStore) -> None:
+    _run(st, "mdm_link_t02.hl7", "community acquired pneumonia")
+    first_edit = _run(st, "mdm_link_t08_edit.hl7", "viral bronchitis")
+    second = _run(st, "mdm_link_t08_second_edit.hl7", "acute asthma")
+    current = _text_docref(first_edit)
+    url = next(e["fullUrl"] for e in first_edit["entry"] if e["resource"] is current)
+    replaced = [r for r in _text_docref(second)["relatesTo"] if r["code"] == "replaces"]
+    assert replaced == [{"code": "replaces", "target": {"reference": url}}]
+    conds = [e["resource"] for e in second["entry"] if e["resource"]["resourceType"] == "Condition"]
+    codes = [c["verificationStatus"]["coding"][0]["code"] for c in conds]
+    assert codes.count("entered-in-error") == 2  # both earlier versions' Conditions stay withdrawn

@@ -63,9 +63,11 @@ def retire(new: dict[str, Any], old: dict[str, Any], document_system: str) -> li
             continue
         rtype = res["resourceType"]
         if rtype == "DocumentReference":
-            res["status"] = "superseded"
-            if res["identifier"][0].get("system") == document_system:
+            ours = res["identifier"][0].get("system") == document_system
+            # the old version's own text, not one it retired in turn (v1 in v2's Bundle)
+            if ours and old_text is None and res.get("status") != "superseded":
                 old_text = entry["fullUrl"]
+            res["status"] = "superseded"
         else:
             status.apply(res, status.Standing.ENTERED_IN_ERROR)
         query = f"identifier={quote(token, safe='')}"
