@@ -30,13 +30,6 @@ class Document:
     text: str
     source: Source = field(default_factory=Source, compare=False, hash=False)
 
-    @property
-    def meta(self) -> Source:
-        """Deprecated alias of :attr:`source`, kept only for the callers in
-        modules being edited elsewhere right now (``extract_cli``,
-        ``training.augment``); remove once they read ``source``."""
-        return self.source
-
 
 @dataclass(frozen=True)
 class Mention:

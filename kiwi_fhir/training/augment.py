@@ -75,7 +75,7 @@ def replace_mentions(
 
     return dataclasses.replace(
         doc,
-        document=Document(doc.document.id, new_text, doc.document.meta),
+        document=Document(doc.document.id, new_text, doc.document.source),
         entities=tuple(remap(e) for e in doc.entities),
         modifiers=tuple(remap(m) for m in doc.modifiers),
     )
