@@ -285,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=13, help="seed of weights, dropout and batch order (default 13)"
     )
     tr.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the training steps run: auto = a CUDA GPU when torch sees one, else the "
+        "CPU (default); export, int8 quantisation and the ONNX dev scores always run on the "
+        "CPU, and GPU checkpoints resume on a CPU",
+    )
+    tr.add_argument(
         "--order-seed",
         type=int,
         help="seed of the batch order only (default: --seed); runs that share --seed "

@@ -31,6 +31,8 @@ def _train(tmp_path: Path, *options: str) -> Path:
 
 @pytest.mark.slow
 def test_tiny_training_run_produces_a_working_model(tmp_path: Path) -> None:
+    import torch
+
     out = _train(tmp_path, "--max-notes", "3")
     for name in (
         "config.json",
@@ -43,6 +45,7 @@ def test_tiny_training_run_produces_a_working_model(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     card = json.loads((out / "model_card.json").read_text())
     assert card["train_notes"] == 3 and len(card["data_sha256"]) == 64
+    assert card["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
     assert set(card["dev_metrics"]) == {"fp32", "int8"}
     ner = card["dev_metrics"]["int8"]["headline"]["ner"]
     assert 0.0 <= ner["ci"][0] <= ner["ci"][1] <= 1.0
@@ -169,3 +172,32 @@ def test_all_notes_run_writes_a_model_without_dev_figures(tmp_path: Path) -> Non
     assert card["train_notes"] == 2 and card["dev_notes"] == [] and card["dev_metrics"] == {}
     (res,) = OnnxExtractor(out, precision="fp32").extract([Document("d", "No chest pain.")])
     assert res.document.id == "d"
+
+
+def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from kiwi_fhir.errors import ModelError
+    from kiwi_fhir.training.device import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto").type == "cpu" and pick_device("cpu").type == "cpu"
+    with pytest.raises(ModelError, match="no CUDA GPU"):
+        pick_device("cuda")
+    with pytest.raises(ModelError, match="not one of"):
+        pick_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto").type == "cuda" and pick_device("cpu").type == "cpu"
+
+
+def test_train_on_cuda_without_a_gpu_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--device", "cuda"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "--device cuda: torch sees no CUDA GPU" in err and "Traceback" not in err

@@ -21,10 +21,10 @@ def word_grid(
     counts = torch.bincount(rows, minlength=n_rows)
     width = int(counts.max()) if len(rows) else 0
     offsets = torch.cumsum(counts, 0) - counts
-    col = torch.arange(len(rows)) - offsets[rows]
+    col = torch.arange(len(rows), device=rows.device) - offsets[rows]
     grid = flat.new_zeros((n_rows, width, *flat.shape[1:]))
     grid[rows, col] = flat
-    mask = torch.arange(width)[None, :] < counts[:, None]
+    mask = torch.arange(width, device=rows.device)[None, :] < counts[:, None]
     return grid, mask
 
 
@@ -37,7 +37,7 @@ def crf_nll(
     emissions, tags, mask = emissions[keep], tags[keep], mask[keep]
     if not len(tags):
         return emissions.sum() * 0.0
-    batch = torch.arange(len(tags))
+    batch = torch.arange(len(tags), device=tags.device)
     gold = emissions[batch, 0, tags[:, 0]]
     alpha = emissions[:, 0]
     for i in range(1, tags.shape[1]):

@@ -23,6 +23,7 @@ from kiwi_fhir.training import MASK_SCOPES
 from kiwi_fhir.training.augment import mention_pool, replace_mentions
 from kiwi_fhir.training.crf import crf_nll, word_grid
 from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
+from kiwi_fhir.training.device import pick_device
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
 MOD_O = MOD_TAGS.index("O")
@@ -128,6 +129,7 @@ def fit(
     crf: bool = False,
     mask_drop_labels: bool = False,
     soft: Mapping[str, tuple[NDArray[Any], NDArray[Any]]] | None = None,
+    device: str = "cpu",
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -156,12 +158,17 @@ def fit(
     ``soft`` maps note ids to their teachers' per-word (entity, modifier) tag
     distributions (distill.py): those notes' words are fitted to them by
     soft cross-entropy, every other note's to its one-hot gold tags.
+    ``device`` (device.py) is where the steps run; the networks come back on
+    the CPU either way.
     """
     soft = soft or {}
     if soft and replace_prob > 0:
         raise ValueError("soft labels cannot follow mention replacement (the words change)")
+    dev = pick_device(device)
     tagger = Tagger(encoder, len(MAIN_TAGS), len(MOD_TAGS), pipe.featurizer.n_feats, crf=crf)
     head = RelationHead(tagger.hidden_size, FEAT_SIZES)
+    tagger.to(dev)
+    head.to(dev)
     half = (TRAIN_LEN - 2) // 2
     sample_sets = [
         [
@@ -220,6 +227,7 @@ def fit(
                 if mask_drop_labels:
                     _drop_masked_labels(batch, masked != batch["ids"])
                 batch["ids"] = masked
+            batch = {k: v.to(dev) for k, v in batch.items()}  # masked on the CPU: same draws
             step += 1
             main_logits, mod_logits, hidden = tagger(batch["ids"], batch["mask"], batch["feats"])
             word_logits = main_logits[batch["rows"], batch["pos"]]
@@ -265,9 +273,10 @@ def fit(
                 head_f1 = {k: round(v["f1"], 3) for k, v in m["headline"].items()}
                 bar.write(f"epoch {epoch}: EMA weights dev exact F1 {head_f1}")
     bar.close()
-    if averaged is not None:
-        return averaged.modules
-    return tagger, head
+    final = averaged.modules if averaged is not None else (tagger, head)
+    final[0].cpu()
+    final[1].cpu()
+    return final
 
 
 def transitions(tagger: Tagger) -> tuple[tuple[float, ...], ...]:

@@ -85,17 +85,19 @@ class TorchRunner:
         self, input_ids: NDArray[np.int64], mask: NDArray[np.int64], feats: NDArray[np.int64]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
         self.tagger.eval()
-        a, b, h = self.tagger(
-            torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(feats)
-        )
-        return a.numpy(), b.numpy(), h.numpy()
+        dev = next(self.tagger.parameters()).device  # a GPU during training, if used
+        a, b, h = self.tagger(*(torch.from_numpy(x).to(dev) for x in (input_ids, mask, feats)))
+        return a.cpu().numpy(), b.cpu().numpy(), h.cpu().numpy()
 
     @torch.no_grad()
     def relate(
         self, span_repr: NDArray[np.float32], feats: NDArray[np.int64]
     ) -> NDArray[np.float32]:
         self.head.eval()
-        out: NDArray[np.float32] = self.head(
-            torch.from_numpy(span_repr), torch.from_numpy(feats)
-        ).numpy()
+        dev = next(self.head.parameters()).device
+        out: NDArray[np.float32] = (
+            self.head(torch.from_numpy(span_repr).to(dev), torch.from_numpy(feats).to(dev))
+            .cpu()
+            .numpy()
+        )
         return out

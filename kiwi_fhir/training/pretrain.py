@@ -41,6 +41,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from kiwi_fhir.errors import InputError
+from kiwi_fhir.training.device import pick_device
 from kiwi_fhir.training.tapt import IGNORE, MLM_PROB, corrupt, mlm_setup
 
 CHECKPOINT = "checkpoint.pt"
@@ -123,7 +124,7 @@ def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
 
 def pretrain(
     encoder: Path, tok: Tokenizer, texts: Sequence[str], out: Path, cfg: PretrainConfig,
-    *, epochs: float | None = None,
+    *, epochs: float | None = None, device: str = "cpu",
 ) -> Path:  # fmt: skip
     """Run (or resume, or skip when already finished) the stage; returns ``out``.
 
@@ -144,6 +145,7 @@ def pretrain(
         raise InputError(f"--pretrain-dir {out}: holds an encoder from other settings or data")
     torch.manual_seed(cfg.seed)  # the fresh MLM head's initial weights
     m = mlm_setup(encoder, tok, cfg.lr, cfg.head_lr)
+    m.model.to(pick_device(device))  # in place: the optimiser keeps its parameters
     model, base, lm_head, vocab, opt = m.model, m.base, m.lm_head, m.vocab, m.opt
     warm = max(1, int(cfg.steps * cfg.warmup))
 
@@ -155,7 +157,7 @@ def pretrain(
     step, losses = 0, []
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location="cpu")  # GPU-made too
         if state["config"] != asdict(cfg) or state["corpus"] != digest:
             raise InputError(f"--pretrain-dir {out}: its checkpoint is from other settings")
         model.load_state_dict(state["model"])
@@ -217,7 +219,9 @@ def _step(
         ids[r, : len(row.ids) + 2] = torch.tensor([cls_id, *row.ids, sep_id])
         words[r, 1 : len(row.ids) + 1] = torch.tensor(row.words)
     real = words >= 0
-    inputs, labels = whole_word_mask(ids, words, real, mask_id, vocab, gen)
+    inputs, labels = whole_word_mask(ids, words, real, mask_id, vocab, gen)  # CPU: same draws
+    dev = next(base.parameters()).device
+    inputs, labels, ids = inputs.to(dev), labels.to(dev), ids.to(dev)
     hidden: torch.Tensor = base(
         input_ids=inputs, attention_mask=(ids != pad_id).long()
     ).last_hidden_state

@@ -70,8 +70,11 @@ def run_train(args: argparse.Namespace) -> int:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError("kiwi-fhir train", "train") from exc
+    from kiwi_fhir.training.device import pick_device
     from kiwi_fhir.training.loop import fit
 
+    device = pick_device(getattr(args, "device", "cpu"))  # a bad or absent one fails first
+    args.device = getattr(args, "device", "cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data_dir = Path(args.data)
     if not data_dir.is_dir():
@@ -160,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
         replace_prob=args.replace_prob,
         crf=args.crf,
         mask_drop_labels=args.mask_drop_labels,
+        device=args.device,
     )
     selftrain_minutes = 0.0
     if args.pseudo_data:
@@ -273,6 +277,7 @@ def run_train(args: argparse.Namespace) -> int:
         "problem_lexicon": args.problem_lexicon,
         "problem_lexicon_min_share": args.problem_lexicon_min_share,
         "seed": args.seed,
+        "device": device.type,
         "order_seed": args.seed if args.order_seed is None else args.order_seed,
         "pretrain_data": [Path(d).name for d in args.pretrain_data or []],
         "pretrain_minutes": round(pretrain_minutes, 1),
@@ -289,6 +294,11 @@ def run_train(args: argparse.Namespace) -> int:
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     print(f"model written to {out}")
     return 0
+
+
+#: fit() settings that do not change what a finished stage holds, so a stage
+#: trained on a GPU is reused by a CPU rerun.
+_NOT_DIGESTED = ("order_seed", "device")
 
 
 def _parse_fold(text: str) -> tuple[int, int]:
@@ -318,7 +328,7 @@ def _pretrain_stage(
     texts += [d.document.text for d in train_docs]
     where = Path(args.pretrain_dir) if args.pretrain_dir else out / "pretrained-encoder"
     cfg = PretrainConfig(steps=steps, seed=args.seed)
-    return pretrain(encoder, tok, texts, where, cfg, epochs=epochs)
+    return pretrain(encoder, tok, texts, where, cfg, epochs=epochs, device=args.device)
 
 
 def _selftrain_stage(
@@ -339,7 +349,7 @@ def _selftrain_stage(
     pseudo = load_pseudo(Path(args.pseudo_data), [*train_docs, *dev_docs], args.pseudo_notes)
     where = Path(args.selftrain_dir) if args.selftrain_dir else out / "selftrained-encoder"
     settings = {"epochs": args.pseudo_epochs, "encoder": encoder.name,
-                **{k: v for k, v in fit_kwargs.items() if k != "order_seed"}}  # fmt: skip
+                **{k: v for k, v in fit_kwargs.items() if k not in _NOT_DIGESTED}}  # fmt: skip
 
     def fit_encoder(docs: Any) -> Any:
         tagger, _ = fit(pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, **fit_kwargs)
@@ -384,7 +394,7 @@ def _distill_stage(
     enc_dir = Path(args.selftrain_dir) if args.selftrain_dir else out / "distilled-encoder"
     labels_key = json.loads((where / "labels.json").read_text(encoding="utf-8"))["digest"]
     settings = {"epochs": args.pseudo_epochs, "encoder": encoder.name, "soft": labels_key,
-                **{k: v for k, v in fit_kwargs.items() if k != "order_seed"}}  # fmt: skip
+                **{k: v for k, v in fit_kwargs.items() if k not in _NOT_DIGESTED}}  # fmt: skip
     targets = {i: soft[i] for i in (d.document.id for d in kept)}
 
     def fit_encoder(docs: Any) -> Any:
