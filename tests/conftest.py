@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from test_service_helpers import db_url_for
 
 from kiwi_fhir.corpus import default_data_dir
+from kiwi_fhir.service import store
 
 
 @pytest.fixture
@@ -36,3 +38,12 @@ def load_script() -> Callable[[str], ModuleType]:
         return mod
 
     return load
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def st(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[store.IntakeStore]:
+    """A migrated intake store on each database (test_service_store has its own)."""
+    s = store.IntakeStore(db_url_for(request.param, tmp_path))
+    s.migrate()
+    yield s
+    s.close()

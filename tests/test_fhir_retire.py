@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-from test_service_helpers import HL7_DIR, db_url_for
+from test_service_helpers import HL7_DIR
 
 from kiwi_fhir.core import Document, Entity, Extraction
 from kiwi_fhir.fhir import to_bundle
@@ -69,14 +68,6 @@ def test_a_urn_parent_of_the_senders_transaction_is_not_linked() -> None:
     assert doc.source.event is None
     relates = _text_docref(to_bundle(_problem(doc, "Chest pain")))["relatesTo"]
     assert [r["code"] for r in relates] == ["transforms"]  # only to the HTML original
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def st(request: pytest.FixtureRequest, tmp_path: Path) -> store.IntakeStore:
-    s = store.IntakeStore(db_url_for(request.param, tmp_path))
-    s.migrate()
-    yield s
-    s.close()
 
 
 def _run(st: store.IntakeStore, name: str, word: str) -> dict[str, Any]:

@@ -37,14 +37,6 @@ from test_service_helpers import (
 from kiwi_fhir.service import store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def st(request: pytest.FixtureRequest, tmp_path: Path) -> store.IntakeStore:
-    s = store.IntakeStore(db_url_for(request.param, tmp_path))
-    s.migrate()
-    yield s
-    s.close()
-
-
 def _new(payload: bytes) -> store.NewJob:
     return store.NewJob("mllp", "text", payload, hashlib.sha256(payload).hexdigest())
 

@@ -4,15 +4,14 @@ pretrained MiniLM (cosine to the torch model)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_service_backend import SwitchableBackend
 
 from kiwi_fhir.core import Document, Entity, Extraction
 from kiwi_fhir.errors import ConfigError
-from kiwi_fhir.extractors.base import Extractor
 from kiwi_fhir.fhir import to_bundle
 from kiwi_fhir.terminology import CodingOptions, code_extraction, coders_for, get_coder
 from kiwi_fhir.terminology import embedding as emb
@@ -144,20 +143,6 @@ def test_shipped_encoder_matches_the_pretrained_minilm() -> None:
     assert np.all(cos >= 0.98) and cos.mean() >= 0.99
 
 
-class _Echo(Extractor):
-    name = "echo"
-
-    def load(self) -> None:
-        pass
-
-    def extract(
-        self,
-        documents: Sequence[Document],
-        given_entities: Sequence[Sequence[Entity] | None] | None = None,
-    ) -> list[Extraction]:
-        return [Extraction(d) for d in documents]
-
-
 def test_service_settings_reach_the_coding_wrapper(tmp_path: Path) -> None:
     from kiwi_fhir.service.app import Service
     from kiwi_fhir.service.settings import load_settings
@@ -166,11 +151,11 @@ def test_service_settings_reach_the_coding_wrapper(tmp_path: Path) -> None:
     settings = load_settings(None, grpc_port=0, mllp_port=None, http_port=None,
                              db=f"sqlite:///{tmp_path / 'c.db'}", terminology_embedding=True,
                              terminology_candidates=3)  # fmt: skip
-    svc = Service(settings, extractor=_Echo())
+    svc = Service(settings, extractor=SwitchableBackend())
     assert isinstance(svc.extractor, CodingExtractor)
     assert svc.extractor.options == CodingOptions(embedding=True, candidates=3)
     assert Service(load_settings(None, db=f"sqlite:///{tmp_path / 'd.db'}"),
-                   extractor=_Echo()).extractor.options == CodingOptions()  # fmt: skip
+                   extractor=SwitchableBackend()).extractor.options == CodingOptions()  # fmt: skip
 
 
 def test_cli_flags_reach_the_coding_wrapper(

@@ -168,6 +168,8 @@ def run_train(args: argparse.Namespace) -> int:
     selftrain_minutes = 0.0
     if args.pseudo_data:
         t_self = time.time()
+        if args.pseudo_epochs < 1:  # before any labelling or loading
+            raise InputError(f"--pseudo-epochs {args.pseudo_epochs}: must be 1 or more")
         stage = _distill_stage if getattr(args, "distill_teachers", None) else _selftrain_stage
         encoder = stage(args, pipe, encoder, train_docs, dev_docs, out, fit_kwargs)
         selftrain_minutes = (time.time() - t_self) / 60
@@ -331,6 +333,39 @@ def _pretrain_stage(
     return pretrain(encoder, tok, texts, where, cfg, epochs=epochs, device=args.device)
 
 
+def _encoder_stage(
+    args: argparse.Namespace,
+    pipe: BertPipeline,
+    encoder: Path,
+    train_docs: list[Any],
+    dev_docs: list[Any],
+    pseudo: list[Any],
+    where: Path,
+    fit_kwargs: dict[str, Any],
+    *,
+    soft: dict[str, Any] | None = None,
+    labels_key: str | None = None,
+) -> Path:
+    """The gold + pseudo stage both self-training and distillation run (hard
+    labels, or the teachers' distributions in ``soft``); keeps its encoder."""
+    from kiwi_fhir.training.loop import fit
+    from kiwi_fhir.training.selftrain import selftrain
+
+    settings: dict[str, Any] = {"epochs": args.pseudo_epochs, "encoder": encoder.name,
+                                **{k: v for k, v in fit_kwargs.items()
+                                   if k not in _NOT_DIGESTED}}  # fmt: skip
+    if labels_key is not None:
+        settings["soft"] = labels_key
+
+    def fit_encoder(docs: Any) -> Any:
+        tagger, _ = fit(
+            pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, soft=soft, **fit_kwargs
+        )
+        return tagger
+
+    return selftrain(fit_encoder, encoder, train_docs, pseudo, where, settings)
+
+
 def _selftrain_stage(
     args: argparse.Namespace,
     pipe: BertPipeline,
@@ -341,21 +376,11 @@ def _selftrain_stage(
     fit_kwargs: dict[str, Any],
 ) -> Path:
     """Gold + teacher-labelled notes first; the gold-only fine-tuning follows."""
-    from kiwi_fhir.training.loop import fit
-    from kiwi_fhir.training.selftrain import load_pseudo, selftrain
+    from kiwi_fhir.training.selftrain import load_pseudo
 
-    if args.pseudo_epochs < 1:
-        raise InputError(f"--pseudo-epochs {args.pseudo_epochs}: must be 1 or more")
     pseudo = load_pseudo(Path(args.pseudo_data), [*train_docs, *dev_docs], args.pseudo_notes)
     where = Path(args.selftrain_dir) if args.selftrain_dir else out / "selftrained-encoder"
-    settings = {"epochs": args.pseudo_epochs, "encoder": encoder.name,
-                **{k: v for k, v in fit_kwargs.items() if k not in _NOT_DIGESTED}}  # fmt: skip
-
-    def fit_encoder(docs: Any) -> Any:
-        tagger, _ = fit(pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, **fit_kwargs)
-        return tagger
-
-    return selftrain(fit_encoder, encoder, train_docs, pseudo, where, settings)
+    return _encoder_stage(args, pipe, encoder, train_docs, dev_docs, pseudo, where, fit_kwargs)
 
 
 def _names(teachers: str | None) -> list[str] | None:
@@ -373,11 +398,7 @@ def _distill_stage(
 ) -> Path:
     """Gold + notes with the teachers' averaged distributions; gold-only follows."""
     from kiwi_fhir.training.distill import labelled, read_unlabeled
-    from kiwi_fhir.training.loop import fit
-    from kiwi_fhir.training.selftrain import selftrain
 
-    if args.pseudo_epochs < 1:
-        raise InputError(f"--pseudo-epochs {args.pseudo_epochs}: must be 1 or more")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise InputError(f"--min-confidence {args.min_confidence}: must be in [0, 1]")
     if args.replace_prob > 0:
@@ -393,17 +414,9 @@ def _distill_stage(
     print(f"distill: {len(kept)} of {len(pseudo)} notes at confidence >= {args.min_confidence}")
     enc_dir = Path(args.selftrain_dir) if args.selftrain_dir else out / "distilled-encoder"
     labels_key = json.loads((where / "labels.json").read_text(encoding="utf-8"))["digest"]
-    settings = {"epochs": args.pseudo_epochs, "encoder": encoder.name, "soft": labels_key,
-                **{k: v for k, v in fit_kwargs.items() if k not in _NOT_DIGESTED}}  # fmt: skip
     targets = {i: soft[i] for i in (d.document.id for d in kept)}
-
-    def fit_encoder(docs: Any) -> Any:
-        tagger, _ = fit(
-            pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, soft=targets, **fit_kwargs
-        )
-        return tagger
-
-    return selftrain(fit_encoder, encoder, train_docs, kept, enc_dir, settings)
+    return _encoder_stage(args, pipe, encoder, train_docs, dev_docs, kept, enc_dir, fit_kwargs,
+                          soft=targets, labels_key=labels_key)  # fmt: skip
 
 
 LEXICON_FILE = "drug_lexicon.txt.gz"
