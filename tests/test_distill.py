@@ -180,12 +180,14 @@ def test_teachers_label_notes_and_a_student_stage_trains_on_them(
 
     monkeypatch.setattr(loop, "soft_ce", spy)
 
-    def fit_encoder(ds: Any) -> Any:
-        tagger, _ = loop.fit(pipe, tiny_encoder, ds, [], epochs=1, seed=0, soft=soft)
+    def fit_encoder(ds: Any, ck: Any) -> Any:
+        tagger, _ = loop.fit(pipe, tiny_encoder, ds, [], epochs=1, seed=0, soft=soft, checkpoint=ck)
+        assert ck.path.is_file()  # saved after the epoch; gone once the encoder is
         return tagger
 
     out = selftrain(fit_encoder, tiny_encoder, gold, exs, tmp_path / "enc", {"soft": "k"})
     assert calls and (out / "selftrain.json").is_file() and (out / "config.json").is_file()
+    assert not (out / "fit-checkpoint.pt").exists()
     assert json.loads((out / "selftrain.json").read_text())["pseudo_notes"] == 3
 
 

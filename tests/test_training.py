@@ -201,3 +201,39 @@ def test_train_on_cuda_without_a_gpu_is_one_clear_error(
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert "--device cuda: torch sees no CUDA GPU" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_killed_train_run_resumes_from_its_epoch_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kiwi_fhir.training import loop
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*a: Any) -> None:
+        real_save(*a)
+        raise KeyboardInterrupt  # killed right after epoch 1 was saved
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    opts = ("--max-notes", "2", "--all-notes", "--no-quantize", "--epochs", "2")
+    assert _run_train(tmp_path, *opts) == 130  # the CLI's exit status for an interrupt
+    ck = tmp_path / "model" / "fit-checkpoint.pt"
+    assert ck.is_file() and not (tmp_path / "model" / "model_card.json").exists()
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    capsys.readouterr()
+    # other settings do not take over the killed run's checkpoint
+    assert _run_train(tmp_path, *opts, "--lr", "3e-4") != 0
+    assert "fit-checkpoint.pt: a fine-tuning checkpoint from other settings" in (
+        capsys.readouterr().err
+    )
+    out = _train(tmp_path, *opts)
+    assert "resuming after epoch 1/2" in capsys.readouterr().err
+    assert json.loads((out / "model_card.json").read_text())["epochs"] == 2
+    assert not ck.exists()  # the written model supersedes it
+
+
+def _run_train(tmp_path: Path, *options: str) -> int:
+    data = default_data_dir()
+    assert data is not None
+    return main(["train", "--data", str(data), "--out", str(tmp_path / "model"), *options])

@@ -21,6 +21,7 @@ from kiwi_fhir.extractors.decode import FEAT_SIZES, MAIN_TAGS, MOD_TAGS
 from kiwi_fhir.extractors.pipeline import BertPipeline
 from kiwi_fhir.training import MASK_SCOPES
 from kiwi_fhir.training.augment import mention_pool, replace_mentions
+from kiwi_fhir.training.checkpoint import Checkpoint, Resumable, save_checkpoint
 from kiwi_fhir.training.crf import crf_nll, word_grid
 from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
 from kiwi_fhir.training.device import pick_device
@@ -130,6 +131,7 @@ def fit(
     mask_drop_labels: bool = False,
     soft: Mapping[str, tuple[NDArray[Any], NDArray[Any]]] | None = None,
     device: str = "cpu",
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[Tagger, RelationHead]:
     """Train and return the networks to export.
 
@@ -159,7 +161,7 @@ def fit(
     distributions (distill.py): those notes' words are fitted to them by
     soft cross-entropy, every other note's to its one-hot gold tags.
     ``device`` (device.py) is where the steps run; the networks come back on
-    the CPU either way.
+    the CPU either way. ``checkpoint``: see ``Checkpoint``.
     """
     soft = soft or {}
     if soft and replace_prob > 0:
@@ -209,8 +211,15 @@ def fit(
         raise ValueError("mask_prob > 0 needs a [MASK] token in the tokenizer")
     mask_id = -1 if mask_tok is None else mask_tok
     averaged = _Ema(tagger, head, ema) if ema > 0 else None
-    bar = tqdm(total=steps, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
-    for epoch in range(1, epochs + 1):
+    state = Resumable(tagger, head, opt, sched, rng, aug_rng, mask_gen, averaged, dev)
+    first = 1
+    if checkpoint is not None and checkpoint.path.is_file():
+        first, step = state.load(checkpoint)
+        print(f"train: resuming after epoch {first - 1}/{epochs} ({checkpoint.path})",
+              file=sys.stderr)  # fmt: skip
+    bar = tqdm(total=steps, initial=step, desc="train", unit="step", file=sys.stderr,
+               dynamic_ncols=True)  # fmt: skip
+    for epoch in range(first, epochs + 1):
         tagger.train()
         head.train()
         samples = sample_sets[(epoch - 1) % 2]
@@ -272,6 +281,8 @@ def fit(
                 m = dev_metrics_with(avg_pipe, runner, dev_docs, bootstrap=False)
                 head_f1 = {k: round(v["f1"], 3) for k, v in m["headline"].items()}
                 bar.write(f"epoch {epoch}: EMA weights dev exact F1 {head_f1}")
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state, epoch, step)
     bar.close()
     final = averaged.modules if averaged is not None else (tagger, head)
     final[0].cpu()

@@ -24,10 +24,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiwi_fhir.core import Extraction
 from kiwi_fhir.corpus import load_corpus
 from kiwi_fhir.errors import InputError
+
+if TYPE_CHECKING:
+    from kiwi_fhir.training.checkpoint import Checkpoint
 
 DONE = "selftrain.json"
 
@@ -59,7 +63,7 @@ def digest(docs: Sequence[Extraction], settings: dict[str, object]) -> str:
 
 
 def selftrain(
-    fit_encoder: Callable[[Sequence[Extraction]], object],
+    fit_encoder: Callable[[Sequence[Extraction], Checkpoint], object],
     encoder: Path,
     gold: Sequence[Extraction],
     pseudo: Sequence[Extraction],
@@ -68,8 +72,11 @@ def selftrain(
 ) -> Path:
     """Run (or reuse) the stage; returns the directory of the adapted encoder.
 
-    ``fit_encoder`` trains on the given notes and returns the tagger, whose
-    ``encoder`` attribute is a transformers model."""
+    ``fit_encoder`` trains on the given notes, saving epochs to the given
+    checkpoint (removed once the encoder is saved), and returns the tagger,
+    whose ``encoder`` attribute is a transformers model."""
+    from kiwi_fhir.training.checkpoint import CHECKPOINT, Checkpoint, fit_key
+
     key = digest([*gold, *pseudo], settings)
     done = out / DONE
     if done.is_file():
@@ -81,7 +88,9 @@ def selftrain(
         raise InputError(f"--selftrain-dir {out}: holds an encoder from other settings or data")
     t0 = time.time()
     print(f"selftrain: {len(gold)} gold + {len(pseudo)} pseudo-labelled notes", file=sys.stderr)
-    tagger = fit_encoder([*gold, *pseudo])
+    docs = [*gold, *pseudo]
+    ck = Checkpoint(out / CHECKPOINT, fit_key(settings, encoder, docs))
+    tagger = fit_encoder(docs, ck)
     out.mkdir(parents=True, exist_ok=True)
     tagger.encoder.save_pretrained(str(out))  # type: ignore[attr-defined]
     shutil.copy(encoder / "tokenizer.json", out / "tokenizer.json")
@@ -97,4 +106,5 @@ def selftrain(
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     tmp.replace(done)
+    ck.path.unlink(missing_ok=True)
     return out

@@ -180,14 +180,14 @@ def run_train(args: argparse.Namespace) -> int:
 
         texts = [d.document.text for d in train_docs]
         adapted, _ = adapt(encoder, tok, texts, epochs=args.tapt_epochs, seed=args.seed)
+    start = Path(adapted.name) if adapted else encoder
+    from kiwi_fhir.training.checkpoint import CHECKPOINT, Checkpoint, fit_key
+
+    run_settings = {k: v for k, v in vars(args).items() if k not in ("device", "func")}
+    ck = Checkpoint(out / CHECKPOINT, fit_key(run_settings, start, train_docs))
     try:
         tagger, head = fit(
-            pipe,
-            Path(adapted.name) if adapted else encoder,
-            train_docs,
-            dev_docs,
-            epochs=args.epochs,
-            **fit_kwargs,
+            pipe, start, train_docs, dev_docs, epochs=args.epochs, checkpoint=ck, **fit_kwargs
         )
     finally:  # the adapted encoder's weights are only an input to fit()
         if adapted is not None:
@@ -294,6 +294,7 @@ def run_train(args: argparse.Namespace) -> int:
         "dev_metrics": metrics,
     }
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    ck.path.unlink(missing_ok=True)  # the written model supersedes it
     print(f"model written to {out}")
     return 0
 
@@ -357,10 +358,9 @@ def _encoder_stage(
     if labels_key is not None:
         settings["soft"] = labels_key
 
-    def fit_encoder(docs: Any) -> Any:
-        tagger, _ = fit(
-            pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, soft=soft, **fit_kwargs
-        )
+    def fit_encoder(docs: Any, ck: Any) -> Any:
+        tagger, _ = fit(pipe, encoder, docs, dev_docs, epochs=args.pseudo_epochs, soft=soft,
+                        checkpoint=ck, **fit_kwargs)  # fmt: skip
         return tagger
 
     return selftrain(fit_encoder, encoder, train_docs, pseudo, where, settings)
