@@ -47,3 +47,28 @@ def st(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[store.IntakeS
     s.migrate()
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-layer BERT with random weights and the shipped model's
+    tokenizer: the training loop runs on it in seconds (needs the train
+    extra)."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from kiwi_fhir.extractors.onnx import default_model_dir
+
+    torch.manual_seed(0)
+    tok = default_model_dir() / "tokenizer.json"
+    vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
+    cfg = BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=512,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("enc")
+    BertModel(cfg).save_pretrained(out)
+    (out / "tokenizer.json").write_bytes(tok.read_bytes())
+    return out

@@ -111,23 +111,6 @@ def _gold(doc_id: str, text: str) -> Extraction:
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    tok = default_model_dir() / "tokenizer.json"
-    vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
-    cfg = BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=512,
-    )  # fmt: skip
-    out = tmp_path_factory.mktemp("enc")
-    BertModel(cfg).save_pretrained(out)
-    (out / "tokenizer.json").write_bytes(tok.read_bytes())
-    return out
-
-
 def test_teachers_label_notes_and_a_student_stage_trains_on_them(
     tmp_path: Path,
     tiny_encoder: Path,

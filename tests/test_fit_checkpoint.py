@@ -1,6 +1,5 @@
 """Epoch checkpoints of fine-tuning: a killed ``fit`` resumes exactly."""
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import torch
 from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.errors import InputError
 from kiwi_fhir.extractors.encoding import load_tokenizer
-from kiwi_fhir.extractors.onnx import default_model_dir
 from kiwi_fhir.extractors.pipeline import BertPipeline
 from kiwi_fhir.training import checkpoint as ckmod
 from kiwi_fhir.training import loop
@@ -41,23 +39,6 @@ def _gold(doc_id: str, text: str) -> Extraction:
 
 
 DOCS = [_gold(f"g{i}", t) for i, t in enumerate(TEXTS)]
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    tok = default_model_dir() / "tokenizer.json"
-    vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
-    cfg = BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=512,
-    )  # fmt: skip
-    out = tmp_path_factory.mktemp("enc")
-    BertModel(cfg).save_pretrained(out)
-    (out / "tokenizer.json").write_bytes(tok.read_bytes())
-    return out
 
 
 # Every random stream in play: dropout (the encoder's default 0.1), batch
