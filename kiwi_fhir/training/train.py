@@ -70,6 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError("kiwi-fhir train", "train") from exc
+    from kiwi_fhir.training.checkpoint import CHECKPOINT, Checkpoint, fit_key
     from kiwi_fhir.training.device import pick_device
     from kiwi_fhir.training.loop import fit
 
@@ -181,8 +182,6 @@ def run_train(args: argparse.Namespace) -> int:
         texts = [d.document.text for d in train_docs]
         adapted, _ = adapt(encoder, tok, texts, epochs=args.tapt_epochs, seed=args.seed)
     start = Path(adapted.name) if adapted else encoder
-    from kiwi_fhir.training.checkpoint import CHECKPOINT, Checkpoint, fit_key
-
     run_settings = {k: v for k, v in vars(args).items() if k not in ("device", "func")}
     ck = Checkpoint(out / CHECKPOINT, fit_key(run_settings, start, train_docs))
     try:
