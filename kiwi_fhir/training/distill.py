@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -175,7 +176,8 @@ def labelled(
         h.update(doc.id.encode() + b"\0" + doc.text.encode())
     meta_path = where / META_FILE
     prior = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    teachers = load_teachers(teacher_dirs)
+    # The training threads setting also sizes labelling (a GPU machine's 16 cores).
+    teachers = load_teachers(teacher_dirs, int(os.environ.get("KIWI_FHIR_TRAIN_THREADS", "2")))
     h.update(teachers.key.encode())
     key = h.hexdigest()
     if prior.get("digest") == key:

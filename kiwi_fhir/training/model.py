@@ -26,7 +26,10 @@ class Tagger(nn.Module):
         super().__init__()
         from transformers import AutoModel
 
-        self.encoder = AutoModel.from_pretrained(str(encoder_dir))
+        # .float(): transformers 5 loads weights in their stored dtype, and an
+        # encoder saved in fp16 (to fit a GPU trip, scripts/gpu_pack.py) must
+        # still train in fp32.
+        self.encoder = AutoModel.from_pretrained(str(encoder_dir)).float()
         hidden = int(self.encoder.config.hidden_size)
         self.word_feats = nn.Embedding(n_feats, hidden)
         nn.init.zeros_(self.word_feats.weight)

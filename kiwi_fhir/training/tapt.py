@@ -85,7 +85,7 @@ def mlm_setup(encoder: Path, tok: Tokenizer, lr: float, head_lr: float) -> MlmSe
     from transformers import AutoModelForMaskedLM, logging
 
     logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # the fresh head is expected
-    model = AutoModelForMaskedLM.from_pretrained(str(encoder))
+    model = AutoModelForMaskedLM.from_pretrained(str(encoder)).float()  # fp16 encoders too
     base = model.base_model
     lm_head = model.cls if hasattr(model, "cls") else model.lm_head  # BERT / RoBERTa naming
     cls_id, sep_id, mask_id, pad_id = (
