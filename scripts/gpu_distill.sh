@@ -5,10 +5,12 @@
 # and the student, int8 model and dev scores included. Run from the repo root
 # with .gpu/ carried (python scripts/gpu_pack.py pack && ... aside first).
 #
-# It writes to $OUT only what the device tool returns (8 files, 16 MiB each):
-# tagger.int8.onnx split in 15 MiB parts, and model.tar.gz holding the rest of
-# the student's model directory, every teacher's model card, the ensemble's dev
-# scores and the log. `python scripts/gpu_pack.py unpack FILES_AT DIR` rebuilds it.
+# It writes to $OUT only what the device tool returns (8 files, 16 MiB each),
+# each as soon as it exists, so a call cut off at its limit still returns the
+# stages it finished: gpu_distill.log (all along), teachers.tar.gz (every
+# teacher's model card and the ensemble's dev scores), then tagger.int8.onnx in
+# 15 MiB parts and model.tar.gz (the rest of the student's model directory).
+# `python scripts/gpu_pack.py unpack FILES_AT DIR` rebuilds the model.
 #
 # Settings (environment): TEACHER_SEEDS ("13 14 15"), EPOCHS (36),
 # PSEUDO_EPOCHS (1), PRETRAIN_EPOCHS (0: none), STUDENT_NOTES ("dev": the
@@ -29,8 +31,7 @@ PSEUDO_LIMIT=()
 [ -n "${KIWI_GPU_PSEUDO_NOTES:-}" ] && PSEUDO_LIMIT=(--pseudo-notes "$KIWI_GPU_PSEUDO_NOTES")
 
 mkdir -p "$W" "$OUT"
-LOG=$W/gpu_distill.log
-exec > >(tee "$LOG") 2>&1
+exec > >(tee "$OUT/gpu_distill.log") 2>&1
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 
@@ -65,7 +66,10 @@ for i in "${!pids[@]}"; do
 done
 LIST=$(IFS=,; echo "${TEACHERS[*]}")
 stamp "ensemble on dev"
-python3 -m kiwi_fhir.training.distill "$LIST" --data "$DATA" | tee "$W/ensemble.json"
+mkdir -p "$W/back/teachers"
+python3 -m kiwi_fhir.training.distill "$LIST" --data "$DATA" | tee "$W/back/ensemble.json"
+for t in "${TEACHERS[@]}"; do cp "$t/model_card.json" "$W/back/teachers/$(basename "$t").json"; done
+tar -czf "$OUT/teachers.tar.gz" -C "$W/back" .
 
 stamp "student ($STUDENT_NOTES notes)"
 SPLIT=()
@@ -78,12 +82,10 @@ stamp "done; packing \$OUT"
 
 S=$W/student
 split -b 15M -d "$S/tagger.int8.onnx" "$OUT/tagger.int8.onnx.part"
-mkdir -p "$W/back/teachers"
-for t in "${TEACHERS[@]}"; do cp "$t/model_card.json" "$W/back/teachers/$(basename "$t").json"; done
-cp "$W/ensemble.json" "$LOG" "$W/back/"
+mkdir -p "$W/model"
 for f in config.json model_card.json tokenizer.json relation.onnx drug_lexicon.txt.gz \
          problem_lexicon.txt.gz; do
-    [ -f "$S/$f" ] && cp "$S/$f" "$W/back/"
+    if [ -f "$S/$f" ]; then cp "$S/$f" "$W/model/"; fi
 done
-tar -czf "$OUT/model.tar.gz" -C "$W/back" .
+tar -czf "$OUT/model.tar.gz" -C "$W/model" .
 ls -l "$OUT"

@@ -111,14 +111,22 @@ def restore() -> None:
 
 
 def unpack(files_at: Path, out: Path) -> None:
-    """Reassemble the tagger's parts and the archive that scripts/gpu_distill.sh wrote."""
+    """Reassemble what scripts/gpu_distill.sh returned: the student's model
+    directory, with the teachers' cards, ``ensemble.json`` and the log beside."""
     parts = sorted(files_at.glob("tagger.int8.onnx.part*"))
     archive = files_at / "model.tar.gz"
     if not parts or not archive.is_file():
-        raise SystemExit(f"{files_at}: no tagger.int8.onnx.part* or model.tar.gz")
+        raise SystemExit(
+            f"{files_at}: no tagger.int8.onnx.part* or model.tar.gz "
+            "(the call ended early: see gpu_distill.log, teachers.tar.gz)"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(out, filter="data")
+    for name in ("model.tar.gz", "teachers.tar.gz"):
+        if (files_at / name).is_file():
+            with tarfile.open(files_at / name) as tar:
+                tar.extractall(out, filter="data")
+    if (files_at / "gpu_distill.log").is_file():
+        shutil.copy(files_at / "gpu_distill.log", out / "gpu_distill.log")
     with open(out / "tagger.int8.onnx", "wb") as whole:
         for p in parts:
             whole.write(p.read_bytes())
