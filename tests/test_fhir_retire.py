@@ -74,10 +74,10 @@ def _run(st: store.IntakeStore, name: str, word: str) -> dict[str, Any]:
     job, created = st.submit(intake.hl7_job((HL7_DIR / name).read_bytes(), "mllp"))
     assert created
     (doc,) = intake.documents(job)
-    ((job_id, status, error, result, model),) = _outcomes([(job, [_problem(doc, word)])], st)
-    assert (status, error) == (store.DONE, None)
-    st.finish([(job_id, status, error, result, model)])
-    return dict(json.loads(result)["bundle"])
+    (outcome,) = _outcomes([(job, [_problem(doc, word)])], st)
+    assert (outcome.status, outcome.error) == (store.DONE, None)
+    st.finish([outcome])
+    return dict(json.loads(outcome.result)["bundle"])
 
 
 def test_an_edit_retires_what_the_previous_version_made(st: store.IntakeStore) -> None:
@@ -118,7 +118,8 @@ def test_a_resend_of_the_same_text_changes_nothing(st: store.IntakeStore) -> Non
     job, _ = st.submit(intake.hl7_job(again, "mllp"))
     (doc,) = intake.documents(job)
     word = "community acquired pneumonia"
-    ((_, _, _, result, _),) = _outcomes([(job, [_problem(doc, word)])], st)
+    (outcome,) = _outcomes([(job, [_problem(doc, word)])], st)
+    result = outcome.result
     entries = json.loads(result)["bundle"]["entry"]
     assert {e["fullUrl"] for e in entries} == {e["fullUrl"] for e in first["entry"]}
     assert all(e["resource"].get("status") != "superseded" for e in entries)

@@ -70,10 +70,12 @@ def test_finish_completes_exactly_once_and_pending_lists_unfinished(st: store.In
     b, _ = st.submit(_new(b"b"))
     st.mark_processing([a.id, b.id])
     assert {j.id for j in st.pending()} == {a.id, b.id}
-    st.finish([(a.id, store.DONE, None, '{"bundle": {}, "documents": []}', "m1|onnx")])
-    again = st.finish([(a.id, store.DONE, None, "{}", "m2|onnx")])  # a replay
+    st.finish([store.JobOutcome(a.id, store.DONE, None, '{"bundle": {}, "documents": []}',
+                                "m1", "onnx")])  # fmt: skip
+    again = st.finish([store.JobOutcome(a.id, store.DONE, None, "{}", "m2", "onnx")])  # a replay
     assert again[0].completions == 1 and again[0].model_id == "m1"
-    st.finish([(b.id, store.FAILED, "OBX-5: bad", "", "")])
+    assert again[0].backend == "onnx"
+    st.finish([store.JobOutcome(b.id, store.FAILED, "OBX-5: bad")])
     got = st.get(b.id)
     assert got.status == store.FAILED and got.error == "OBX-5: bad" and got.attempts == 1
     assert st.pending() == []

@@ -133,6 +133,18 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class JobOutcome:
+    """What processing one job came to, as :meth:`IntakeStore.finish` records it."""
+
+    job_id: str
+    status: str  # DONE or FAILED
+    error: str | None = None  # the public message of a failure
+    result: str = ""  # the result JSON; empty when failed
+    model: str = ""  # model id and backend of the extraction; empty when failed
+    backend: str = ""
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     source: str
@@ -338,20 +350,19 @@ class IntakeStore:
                       .values(status=FAILED, error=reason, lease_until=None,
                               updated_at=_now()))  # fmt: skip
 
-    def finish(self, outcomes: Sequence[tuple[str, str, str | None, str, str]]) -> list[Job]:
-        """Record ``(id, status, error, result_json, model/backend)`` rows in one transaction.
+    def finish(self, outcomes: Sequence[JobOutcome]) -> list[Job]:
+        """Record the outcomes in one transaction.
 
         A job already ``done`` is left alone, so a replay never completes twice.
         """
         with self._guard() as s:
-            for job_id, status, error, result, model_backend in outcomes:
-                model, _, backend = model_backend.partition("|")
-                s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status != DONE)
-                          .values(status=status, error=error, result=result or None,
-                                  model_id=model or None, backend=backend or None,
-                                  completions=JobRow.completions + int(status == DONE),
+            for o in outcomes:
+                s.execute(update(JobRow).where(JobRow.id == o.job_id, JobRow.status != DONE)
+                          .values(status=o.status, error=o.error, result=o.result or None,
+                                  model_id=o.model or None, backend=o.backend or None,
+                                  completions=JobRow.completions + int(o.status == DONE),
                                   updated_at=_now()))  # fmt: skip
-            rows = s.scalars(select(JobRow).where(JobRow.id.in_([o[0] for o in outcomes])))
+            rows = s.scalars(select(JobRow).where(JobRow.id.in_([o.job_id for o in outcomes])))
             return [_job(r) for r in rows]
 
     # -- subscription jobs: fetch and write-back scheduling ------------------------

@@ -132,7 +132,7 @@ class SubscriptionWorker:
             new = fetch_job({"reference": ref, "resource": res}, key=f"{ref}|{version}")
             await asyncio.to_thread(self.store.submit, new)  # a known version: a duplicate
         self._wake.set()
-        await asyncio.to_thread(self.store.finish, [(job.id, store.DONE, None, "", "")])
+        await asyncio.to_thread(self.store.finish, [store.JobOutcome(job.id, store.DONE)])
         await asyncio.to_thread(self.store.writeback_finished, job.id, store.DONE)
 
     async def _inline(self, res: dict[str, Any]) -> None:
@@ -151,8 +151,8 @@ class SubscriptionWorker:
 
     async def _give_up(self, job: store.Job, exc: KiwiError) -> None:
         log.warning("job %s failed: %s", job.id, public_message(exc))
-        await asyncio.to_thread(self.store.finish,
-                                [(job.id, store.FAILED, public_message(exc), "", "")])  # fmt: skip
+        failed = store.JobOutcome(job.id, store.FAILED, public_message(exc))
+        await asyncio.to_thread(self.store.finish, [failed])
         await asyncio.to_thread(self.store.writeback_finished, job.id, store.SKIPPED)
 
     async def _write_back(self, job: store.Job) -> None:

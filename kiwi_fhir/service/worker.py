@@ -38,7 +38,6 @@ from kiwi_fhir.service import intake, store
 from kiwi_fhir.service.status import public_message
 
 log = logging.getLogger(__name__)
-Outcome = tuple[str, str, str | None, str, str]  # id, status, error, result, model|backend
 _Inferred = tuple[store.Job, "list[Extraction] | Exception"]
 #: The extractor itself is down (remote backend, model gone), not the document.
 _BACKEND_DOWN = (BackendError, ModelError)
@@ -227,22 +226,24 @@ class Batcher:
             return exc
 
 
-def _outcomes(inferred: list[_Inferred], jobs: store.IntakeStore | None = None) -> list[Outcome]:
+def _outcomes(
+    inferred: list[_Inferred], jobs: store.IntakeStore | None = None
+) -> list[store.JobOutcome]:
     """Runs in the post-processing thread: Bundles and result JSON."""
-    out: list[Outcome] = []
+    out: list[store.JobOutcome] = []
     for job, got in inferred:
         if isinstance(got, Exception):
-            out.append((job.id, store.FAILED, public_message(got), "", ""))
+            out.append(store.JobOutcome(job.id, store.FAILED, public_message(got)))
             continue
         previous = previous_bundle(jobs, job, got) if jobs is not None else None
         try:
             result = result_json(got, previous)
         except Exception as exc:
             log.warning("job %s failed building its Bundle (%s)", job.id, type(exc).__name__)
-            out.append((job.id, store.FAILED, public_message(exc), "", ""))
+            out.append(store.JobOutcome(job.id, store.FAILED, public_message(exc)))
             continue
-        model = f"{got[0].model}|{got[0].backend}" if got else ""
-        out.append((job.id, store.DONE, None, result, model))
+        model, backend = (got[0].model, got[0].backend) if got else ("", "")
+        out.append(store.JobOutcome(job.id, store.DONE, None, result, model, backend))
     return out
 
 
