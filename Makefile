@@ -101,17 +101,24 @@ UNLABELED ?= ../shared/data/mtsamples/unlabeled
 TEACHER_SEEDS ?= 13 14 15
 PSEUDO_EPOCHS ?= 1
 DISTILL_OUT ?= build/model-distill
+# STUDENT_NOTES=all trains the student on all 96 notes (the shipping candidate;
+# no dev score) from the same teachers and labels as the dev-scored student.
+STUDENT_NOTES ?= dev
 comma := ,
 empty :=
 space := $(empty) $(empty)
 TEACHERS := $(subst $(space),$(comma),$(foreach s,$(TEACHER_SEEDS),build/teacher-s$(s)))
+# One label set per teacher set, shared by the dev and the all-notes student.
+DISTILL_LABELS ?= build/distill-labels-s$(subst $(space),-,$(strip $(TEACHER_SEEDS)))
+STUDENT_SPLIT := $(if $(filter all,$(STUDENT_NOTES)),--all-notes,)
 distill: train-deps
 	for s in $(TEACHER_SEEDS); do test -f build/teacher-s$$s/model_card.json || \
 	    $(BIN)/kiwi-fhir train --data $(DATA) --out build/teacher-s$$s --epochs $(EPOCHS) \
 	        --seed $$s || exit 1; done
 	$(BIN)/python -m kiwi_fhir.training.distill $(TEACHERS) --data $(DATA)
-	$(BIN)/kiwi-fhir train --data $(DATA) --out $(DISTILL_OUT) --epochs $(EPOCHS) \
-	    --pseudo-data $(UNLABELED) --pseudo-epochs $(PSEUDO_EPOCHS) --distill-teachers $(TEACHERS)
+	$(BIN)/kiwi-fhir train --data $(DATA) --out $(DISTILL_OUT) --epochs $(EPOCHS) $(STUDENT_SPLIT) \
+	    --pseudo-data $(UNLABELED) --pseudo-epochs $(PSEUDO_EPOCHS) --distill-teachers $(TEACHERS) \
+	    --distill-labels $(DISTILL_LABELS)
 
 bench: train-deps
 	$(BIN)/python benchmarks/bench_extract.py --model $(MODEL_OUT)

@@ -50,3 +50,13 @@ def test_training_targets_use_flags_the_cli_has(target: str, first: dict[str, ob
         assert student.distill_teachers == "build/teacher-s13,build/teacher-s14"
         assert student.pseudo_data and student.pseudo_epochs == 1
         assert not any(p.all_notes for p in parsed)  # dev stays held out: it scores them
+        assert student.distill_labels == "build/distill-labels-s13-14"
+
+
+def test_the_all_notes_student_shares_the_dev_students_teachers_and_labels() -> None:
+    dev_run = [build_parser().parse_args(c) for c in _train_commands("distill")][-1]
+    ship = [build_parser().parse_args(c) for c in _train_commands("distill", "STUDENT_NOTES=all")]
+    assert ship[-1].all_notes and not dev_run.all_notes
+    assert not ship[0].all_notes  # the teachers never see the dev notes either way
+    for flag in ("distill_teachers", "distill_labels", "pseudo_data", "pseudo_epochs"):
+        assert getattr(ship[-1], flag) == getattr(dev_run, flag), flag
