@@ -125,22 +125,39 @@ def test_teachers_label_notes_and_a_student_stage_trains_on_them(
     single = load_teachers([model])
     for ex in exs:
         note = single.pipe.encode(ex.document.text)
-        main, mod = soft[ex.document.id]
+        main, mod = soft[ex.document.id].main, soft[ex.document.id].mod
         assert main.dtype == np.float16 and main.shape == (note.n_words, len(MAIN_TAGS))
         assert mod.shape == (note.n_words, len(MOD_TAGS))
         # a teacher averaged with itself is that teacher
-        one, p_main, _ = distill.label_note(single, ex.document)
+        one, p_main, _, links = distill.label_note(single, ex.document)
         assert np.allclose(main, p_main, atol=2e-3)
         assert [(e.label, e.span) for e in ex.entities] == [(e.label, e.span) for e in one.entities]
         assert 0.0 < conf[ex.document.id] <= 1.0
+        # every decoded link is a scored pair, at the probability it was decoded with
+        got = soft[ex.document.id].links
+        for r in ex.relations:
+            assert r.confidence is not None
+            assert got[(r.entity_id, r.modifier_id)] == pytest.approx(r.confidence, abs=2e-3)
+        assert got == pytest.approx(links, abs=2e-3)
+        ids = {e.id for e in ex.entities}, {m.id for m in ex.modifiers}
+        assert all(e in ids[0] and m in ids[1] and 0 <= p <= 1 for (e, m), p in got.items())
     assert sum(len(ex.entities) for ex in exs) > 0
+    # the pairs below the link threshold are kept too: the soft targets' point
+    scored = [p for ex in exs for p in soft[ex.document.id].links.values()]
+    assert sum(len(ex.relations) for ex in exs) > 0 and any(p < 0.5 for p in scored)
     capsys.readouterr()
     again, soft2, _ = labelled([model, model], docs, where)  # reused, not relabelled
     assert "already holds these notes' labels" in capsys.readouterr().err
     assert [(e.label, e.span) for e in again[0].entities] == [
         (e.label, e.span) for e in exs[0].entities
     ]
-    assert np.array_equal(soft2["u9002"][0], soft["u9002"][0])
+    assert np.array_equal(soft2["u9002"].main, soft["u9002"].main)
+    assert soft2["u9001"].links == soft["u9001"].links
+    # a folder of another labels format (one without link scores) is relabelled
+    monkeypatch.setattr(distill, "LABELS_FORMAT", distill.LABELS_FORMAT + 1)
+    labelled([model, model], docs[:1], where)
+    assert "already holds" not in capsys.readouterr().err
+    monkeypatch.undo()
 
     # the student stage: gold + soft-labelled notes, soft CE on the pseudo words
     from kiwi_fhir.extractors.encoding import load_tokenizer
@@ -151,6 +168,16 @@ def test_teachers_label_notes_and_a_student_stage_trains_on_them(
     assert samples[0].soft_main is not None and len(samples[0].soft_main) == len(
         samples[0].word_pos
     )
+    # relation targets: the link probabilities, or 0/1 decoded links without them
+    soft_pairs = np.concatenate([w.pair_labels for w in samples])
+    hard = note_samples(pipe, exs[0], soft=soft["u9001"].hard_links())
+    hard_pairs = np.concatenate([w.pair_labels for w in hard])
+    assert len(soft_pairs) == len(hard_pairs) > 0
+    assert set(hard_pairs.tolist()) <= {0.0, 1.0}
+    assert sorted(soft_pairs.tolist()) == pytest.approx(sorted(soft["u9001"].links.values()))
+    # (no link of these notes is dropped by the same-clause rule)
+    threshold = single.pipe.cfg.relation_threshold
+    assert np.array_equal(soft_pairs >= threshold, hard_pairs == 1.0)
     with pytest.raises(ValueError, match="do not match"):
         note_samples(pipe, exs[0], soft=soft["u9002"])
     gold = [_gold("g1", NOTES["u9001"])]
@@ -187,5 +214,8 @@ def test_distill_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixtu
             "--pseudo-data", str(tmp_path / "notes"), "--distill-teachers", teacher]  # fmt: skip
     assert main([*base, "--min-confidence", "1.5"]) == 2
     assert "--min-confidence 1.5: must be in [0, 1]" in capsys.readouterr().err
+    no_teachers = [a for a in base if a not in ("--distill-teachers", teacher)]
+    assert main([*no_teachers, "--soft-relations"]) == 2
+    assert "--soft-relations: needs --distill-teachers" in capsys.readouterr().err
     assert main(base) == 2  # no .txt notes to label
     assert "no .txt notes" in capsys.readouterr().err

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,26 @@ class WindowSample:
     soft_mod: NDArray[np.float32] | None = None
 
 
-def _word_spans(note: EncodedNote, mentions: Sequence[Mention]) -> list[tuple[WordSpan, str]]:
+@dataclass(frozen=True)
+class SoftLabels:
+    """A teacher ensemble's targets for one unlabeled note (distill.py).
+
+    ``main`` / ``mod``: averaged per-word tag distributions, (words, tags),
+    stored as float16. ``links``: averaged link probability of each
+    candidate (entity id, modifier id) pair between the decoded spans; empty
+    means the relation pairs train on the decoded links (0/1) instead."""
+
+    main: NDArray[Any]
+    mod: NDArray[Any]
+    links: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    def hard_links(self) -> SoftLabels:
+        return SoftLabels(self.main, self.mod)
+
+
+def word_spans(note: EncodedNote, mentions: Sequence[Mention]) -> list[tuple[WordSpan, str]]:
+    """Each mention's word span (label kept) and id; mentions that do not
+    start and end on words are left out."""
     out = []
     for m in mentions:
         ws = char_to_word_span(note, m.start, m.end)
@@ -61,15 +80,15 @@ def note_samples(
     *,
     shift: int = 0,
     max_len: int = TRAIN_LEN,
-    soft: tuple[NDArray[Any], NDArray[Any]] | None = None,
+    soft: SoftLabels | None = None,
 ) -> list[WindowSample]:
     """Non-overlapping windows (cheaper than inference's overlapping ones);
     alternate ``shift`` values move the cut points between epochs. Training
     windows are longer than inference's (256 vs 192 subtokens): more context
     per step, and the shorter inference windows scored as well or better on
-    dev (docs/model.md). ``soft``: the note's (entity, modifier) tag
-    distributions per word, (words, tags) each, as targets instead of the
-    hard tags of its spans (which still give the relation pairs)."""
+    dev (docs/model.md). ``soft``: the note's teacher targets instead of
+    the hard tags of its spans (which still give the relation pairs; their
+    labels are ``soft.links`` where it scores the pair)."""
     text = gold.document.text
     width = max_len - 2
     note = encode_note(
@@ -77,7 +96,7 @@ def note_samples(
     )
     if not note.n_words:
         return []
-    if soft is not None and any(len(p) != note.n_words for p in soft):
+    if soft is not None and any(len(p) != note.n_words for p in (soft.main, soft.mod)):
         raise ValueError(f"{gold.document.id}: soft labels do not match its {note.n_words} words")
     main = tags_for_spans(
         note.word_spans, [(e.label, e.start, e.end) for e in gold.entities], MAIN_TAGS
@@ -85,8 +104,9 @@ def note_samples(
     mod = tags_for_spans(
         note.word_spans, [(m.label, m.start, m.end) for m in gold.modifiers], MOD_TAGS
     )
-    ents = _word_spans(note, gold.entities)
-    mods = _word_spans(note, gold.modifiers)
+    ents = word_spans(note, gold.entities)
+    mods = word_spans(note, gold.modifiers)
+    links = soft.links if soft is not None else {}
     linked = {(r.entity_id, r.modifier_id) for r in gold.relations}
     sent, newline = word_context(text, note)
     pairs, feats = pair_candidates([e for e, _ in ents], [m for m, _ in mods], sent, newline)
@@ -99,7 +119,8 @@ def note_samples(
             continue
         a = note.windows[k][0]
         pos = [int(note.word_first[w]) - a + 1 for w in words]
-        label = float((ents[ei][1], mods[mi][1]) in linked)
+        key = (ents[ei][1], mods[mi][1])
+        label = links.get(key, float(key in linked))
         per_window.setdefault(k, []).append((pos, f, label))
     out = []
     for k, (a, b) in enumerate(note.windows):
@@ -116,8 +137,8 @@ def note_samples(
                 pair_pos=np.asarray([p for p, _, _ in prs], dtype=np.int64).reshape(-1, 4),
                 pair_feats=np.asarray([f for _, f, _ in prs], dtype=np.int64).reshape(-1, N_FEATS),
                 pair_labels=np.asarray([lab for _, _, lab in prs], dtype=np.float32),
-                soft_main=None if soft is None else soft[0][inside].astype(np.float32),
-                soft_mod=None if soft is None else soft[1][inside].astype(np.float32),
+                soft_main=None if soft is None else soft.main[inside].astype(np.float32),
+                soft_mod=None if soft is None else soft.mod[inside].astype(np.float32),
             )
         )
     return out

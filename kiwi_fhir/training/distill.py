@@ -3,15 +3,15 @@
 Each teacher is a trained model directory (same tokenizer, windows and word
 features). Their per-word tag distributions of both BIO layers are averaged
 (probabilities, not logits) and become the student's targets: soft
-cross-entropy at word positions (``loop.soft_ce``). The relation pairs stay
-hard: the ensemble's decoded spans and links, as the normal pipeline decodes
-them from the averaged distributions and averaged relation probabilities.
-Soft relation targets would need every candidate pair's score kept, and the
-pairs are built from the decoded spans anyway.
+cross-entropy at word positions (``loop.soft_ce``). Relation pairs are
+built from the ensemble's decoded spans, as the pipeline builds them; each
+candidate pair's averaged link probability is kept too, so the student's
+pairs can fit it (``--soft-relations``) instead of the decoded 0/1 links.
 
 The labels of a set of notes are stored once (``soft.npz``: float16 per
-word and note; ``labels.json``: the decoded spans, a confidence per note and
-a digest of teachers and notes) and reused by any later run with the same
+word and note; ``labels.json``: the decoded spans, the pairs' link
+probabilities, a confidence per note and a digest of teachers, notes and
+``LABELS_FORMAT``) and reused by any later run with the same
 teachers and notes. The student stage itself is ``selftrain.selftrain``
 with those targets: gold + pseudo notes, then the normal gold-only
 fine-tuning from the adapted encoder.
@@ -35,14 +35,18 @@ from tqdm import tqdm
 
 from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.errors import InputError
-from kiwi_fhir.extractors.decode import MAIN_TAGS, MOD_TAGS
-from kiwi_fhir.extractors.encoding import batch_windows
+from kiwi_fhir.extractors.decode import MAIN_TAGS, MOD_TAGS, pair_candidates
+from kiwi_fhir.extractors.encoding import EncodedNote, batch_windows
 from kiwi_fhir.extractors.onnx import OrtRunner, pipeline_for, read_model_config
-from kiwi_fhir.extractors.pipeline import BertPipeline
+from kiwi_fhir.extractors.pipeline import BertPipeline, gather_pairs, word_context
+from kiwi_fhir.training.dataset import SoftLabels, word_spans
 
 Floats = NDArray[np.float32]
 SOFT_FILE, META_FILE = "soft.npz", "labels.json"
-Soft = dict[str, tuple[NDArray[np.float16], NDArray[np.float16]]]
+# Part of the labels' digest: a folder written before the pairs' link
+# probabilities were kept (format 1) is relabelled, not reused without them.
+LABELS_FORMAT = 2
+Links = dict[tuple[str, str], float]
 
 
 def average(dists: Sequence[Floats]) -> Floats:
@@ -127,9 +131,10 @@ def _lexicons(d: Path, cfg: dict[str, Any]) -> tuple[str, ...]:
     return tuple(_sha(d / n) if n else "" for n in names)
 
 
-def label_note(t: Teachers, doc: Document) -> tuple[Extraction, Floats, Floats]:
-    """The ensemble's decoded extraction and per-word distributions of one
-    note, from one pass of each teacher (the pipeline's own window loop)."""
+def label_note(t: Teachers, doc: Document) -> tuple[Extraction, Floats, Floats, Links]:
+    """The ensemble's decoded extraction, per-word distributions and
+    candidate pairs' link probabilities of one note, from one pass of each
+    teacher (the pipeline's own window loop)."""
     pipe, note = t.pipe, t.pipe.encode(doc.text)
     main = np.zeros((note.n_words, len(MAIN_TAGS)), np.float32)
     mod = np.zeros((note.n_words, len(MOD_TAGS)), np.float32)
@@ -148,7 +153,27 @@ def label_note(t: Teachers, doc: Document) -> tuple[Extraction, Floats, Floats]:
             mod[owned] = _softmax(mod_l[row, pos])
             hidden[(0, k)] = hid[row]
     ex = pipe._decode(t.runner, doc, note, 0, main, mod, hidden, None, "ensemble", "distill")
-    return ex, main, mod
+    return ex, main, mod, _links(t, ex, note, hidden)
+
+
+def _links(t: Teachers, ex: Extraction, note: EncodedNote, hidden: dict[Any, Floats]) -> Links:
+    """Every candidate pair the pipeline scores between the decoded spans,
+    with its averaged link probability (before the link threshold and the
+    same-clause rule, which decide the decoded links)."""
+    ents, mods = word_spans(note, ex.entities), word_spans(note, ex.modifiers)
+    if not ents or not mods:
+        return {}
+    sent, newline = word_context(ex.document.text, note)
+    spans_e, spans_m = [w for w, _ in ents], [w for w, _ in mods]
+    pairs, feats = pair_candidates(spans_e, spans_m, sent, newline)
+    reprs, keep = gather_pairs(note, pairs, spans_e, spans_m, lambda k: hidden[(0, k)])
+    if not keep:
+        return {}
+    probs = 1 / (1 + np.exp(-t.runner.relate(np.stack(reprs), feats[keep])))
+    return {
+        (ents[pairs[j][0]][1], mods[pairs[j][1]][1]): round(float(p), 4)
+        for j, p in zip(keep, probs.tolist(), strict=True)
+    }
 
 
 def confidence(main: Floats) -> float:
@@ -167,9 +192,9 @@ def read_unlabeled(where: Path, exclude: set[str], limit: int | None) -> list[Do
 
 def labelled(
     teacher_dirs: Sequence[Path], docs: Sequence[Document], where: Path
-) -> tuple[list[Extraction], Soft, dict[str, float]]:
+) -> tuple[list[Extraction], dict[str, SoftLabels], dict[str, float]]:
     """Label ``docs`` with the teachers, or reuse the labels ``where`` holds."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"labels format {LABELS_FORMAT}".encode())
     for d in teacher_dirs:  # cheap part of the key first: the files are hashed below
         h.update(str(d.resolve()).encode())
     for doc in docs:
@@ -185,20 +210,26 @@ def labelled(
         return _read(where, prior, docs)
     t0, exs, soft = time.time(), [], {}
     for doc in tqdm(docs, desc="teachers", unit="note", file=sys.stderr, dynamic_ncols=True):
-        ex, main, mod = label_note(teachers, doc)
+        ex, main, mod, links = label_note(teachers, doc)
         exs.append(ex)
-        soft[doc.id] = (main.astype(np.float16), mod.astype(np.float16))
+        soft[doc.id] = SoftLabels(main.astype(np.float16), mod.astype(np.float16), links)
     where.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        f"{i}/{layer}": a for i, pair in soft.items() for layer, a in zip("em", pair, strict=True)
+    arrays = {f"{i}/e": s.main for i, s in soft.items()} | {
+        f"{i}/m": s.mod for i, s in soft.items()
     }
     np.savez_compressed(where / SOFT_FILE, **arrays)  # type: ignore[arg-type]
-    conf = {i: round(confidence(m.astype(np.float32)), 5) for i, (m, _) in soft.items()}
+    conf = {i: round(confidence(s.main.astype(np.float32)), 5) for i, s in soft.items()}
     meta = {
         "digest": key,
+        "format": LABELS_FORMAT,
         "teachers": [str(d) for d in teacher_dirs],
         "minutes": round((time.time() - t0) / 60, 1),
-        "notes": [_ann(ex) | {"confidence": conf[ex.document.id]} for ex in exs],
+        "notes": [
+            _ann(ex)
+            | {"links": [[e, m, p] for (e, m), p in soft[ex.document.id].links.items()]}
+            | {"confidence": conf[ex.document.id]}
+            for ex in exs
+        ],
     }
     tmp = meta_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(meta), encoding="utf-8")
@@ -217,11 +248,16 @@ def _ann(ex: Extraction) -> dict[str, Any]:
 
 def _read(
     where: Path, meta: dict[str, Any], docs: Sequence[Document]
-) -> tuple[list[Extraction], Soft, dict[str, float]]:
+) -> tuple[list[Extraction], dict[str, SoftLabels], dict[str, float]]:
     by_id = {n["id"]: n for n in meta["notes"]}
     exs, conf = [], {}
     with np.load(where / SOFT_FILE) as z:
-        soft: Soft = {d.id: (z[f"{d.id}/e"], z[f"{d.id}/m"]) for d in docs}
+        soft = {
+            d.id: SoftLabels(
+                z[f"{d.id}/e"], z[f"{d.id}/m"], {(e, m): p for e, m, p in by_id[d.id]["links"]}
+            )
+            for d in docs
+        }
     for doc in docs:
         n, t = by_id[doc.id], doc.text
         exs.append(

@@ -23,7 +23,7 @@ from kiwi_fhir.training import MASK_SCOPES
 from kiwi_fhir.training.augment import mention_pool, replace_mentions
 from kiwi_fhir.training.checkpoint import Checkpoint, Resumable, save_checkpoint
 from kiwi_fhir.training.crf import crf_nll, word_grid
-from kiwi_fhir.training.dataset import TRAIN_LEN, WindowSample, note_samples
+from kiwi_fhir.training.dataset import TRAIN_LEN, SoftLabels, WindowSample, note_samples
 from kiwi_fhir.training.device import pick_device
 from kiwi_fhir.training.model import RelationHead, Tagger, TorchRunner
 
@@ -129,7 +129,7 @@ def fit(
     replace_prob: float = 0.0,
     crf: bool = False,
     mask_drop_labels: bool = False,
-    soft: Mapping[str, tuple[NDArray[Any], NDArray[Any]]] | None = None,
+    soft: Mapping[str, SoftLabels] | None = None,
     device: str = "cpu",
     checkpoint: Checkpoint | None = None,
 ) -> tuple[Tagger, RelationHead]:
@@ -157,9 +157,11 @@ def fit(
     less learning rate than the one above it (embeddings lowest).
     ``crf`` adds a CRF likelihood on the entity layer (``crf.py``) to its
     per-word loss; dev scores during training decode with its transitions.
-    ``soft`` maps note ids to their teachers' per-word (entity, modifier) tag
-    distributions (distill.py): those notes' words are fitted to them by
-    soft cross-entropy, every other note's to its one-hot gold tags.
+    ``soft`` maps note ids to their teachers' targets (distill.py): those
+    notes' words are fitted to the per-word distributions by soft
+    cross-entropy, every other note's to its one-hot gold tags; their
+    relation pairs to the averaged link probabilities where given (binary
+    cross-entropy takes soft targets as they are).
     ``device`` (device.py) is where the steps run; the networks come back on
     the CPU either way. ``checkpoint``: see ``Checkpoint``.
     """

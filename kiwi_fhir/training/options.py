@@ -181,8 +181,14 @@ def add_train_arguments(tr: argparse.ArgumentParser, positive: Callable[[str], i
         metavar="DIR[,DIR...]",
         help="distillation: label the --pseudo-data .txt notes (no .ann needed) with these "
         "model directories' averaged per-word tag distributions and train the stage on them "
-        "as soft targets (relations: the ensemble's decoded links); default: hard labels "
-        "from --pseudo-data's .ann files",
+        "as soft targets (relations: the ensemble's decoded links, or with --soft-relations "
+        "its link probabilities); default: hard labels from --pseudo-data's .ann files",
+    )
+    tr.add_argument(
+        "--soft-relations",
+        action="store_true",
+        help="with --distill-teachers: the student's relation pairs fit the teachers' "
+        "averaged link probability of each candidate pair, not the decoded 0/1 links",
     )
     tr.add_argument(
         "--distill-labels",

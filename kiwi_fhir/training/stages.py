@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiwi_fhir.errors import InputError
 from kiwi_fhir.extractors.pipeline import BertPipeline
+
+if TYPE_CHECKING:
+    from kiwi_fhir.training.dataset import SoftLabels
 
 #: fit() settings that do not change what a finished stage holds, so a stage
 #: trained on a GPU is reused by a CPU rerun.
@@ -53,7 +56,7 @@ def _encoder_stage(
     where: Path,
     fit_kwargs: dict[str, Any],
     *,
-    soft: dict[str, Any] | None = None,
+    soft: dict[str, SoftLabels] | None = None,
     labels_key: str | None = None,
 ) -> Path:
     """The gold + pseudo stage both self-training and distillation run (hard
@@ -123,6 +126,11 @@ def distill_stage(
     print(f"distill: {len(kept)} of {len(pseudo)} notes at confidence >= {args.min_confidence}")
     enc_dir = Path(args.selftrain_dir) if args.selftrain_dir else out / "distilled-encoder"
     labels_key = json.loads((where / "labels.json").read_text(encoding="utf-8"))["digest"]
-    targets = {i: soft[i] for i in (d.document.id for d in kept)}
+    if args.soft_relations:  # a stage of other targets: not reused for the hard-link one
+        labels_key += ":soft-relations"
+    targets = {
+        i: soft[i] if args.soft_relations else soft[i].hard_links()
+        for i in (d.document.id for d in kept)
+    }
     return _encoder_stage(args, pipe, encoder, train_docs, dev_docs, kept, enc_dir, fit_kwargs,
                           soft=targets, labels_key=labels_key)  # fmt: skip

@@ -97,6 +97,8 @@ def run_train(args: argparse.Namespace) -> int:
     ):
         if not ok:
             raise InputError(f"{flag} {value}: must be {want}")
+    if getattr(args, "soft_relations", False) and not getattr(args, "distill_teachers", None):
+        raise InputError("--soft-relations: needs --distill-teachers (the teachers' link scores)")
     fold = _parse_fold(args.fold) if getattr(args, "fold", None) else None
     encoder = Path(args.encoder) if args.encoder else default_encoder()
     if not (encoder / "tokenizer.json").is_file():
@@ -288,6 +290,7 @@ def run_train(args: argparse.Namespace) -> int:
         "pseudo_epochs": args.pseudo_epochs if args.pseudo_data else None,
         "distill_teachers": teacher_names(getattr(args, "distill_teachers", None)),
         "min_confidence": getattr(args, "min_confidence", 0.0) if args.pseudo_data else None,
+        "soft_relations": bool(getattr(args, "soft_relations", False)),
         "selftrain_minutes": round(selftrain_minutes, 1),
         "train_minutes": round(train_minutes, 1),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
