@@ -33,7 +33,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -56,16 +55,39 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from kiwi_fhir.errors import IdentityConflictError, JobNotFoundError, StoreError
+from kiwi_fhir.service.jobs import (
+    DONE,
+    FAILED,
+    FHIRREF,
+    PENDING,
+    PROCESSING,
+    RECEIVED,
+    SKIPPED,
+    STATUSES,
+    SUBSCRIPTION,
+    Job,
+    JobOutcome,
+    NewJob,
+)
 
-RECEIVED: Final = "received"
-PENDING: Final = "pending"  # writeback states: pending -> done | failed | skipped
-SKIPPED: Final = "skipped"
-PROCESSING: Final = "processing"
-DONE: Final = "done"
-FAILED: Final = "failed"
-STATUSES: Final = (RECEIVED, PROCESSING, DONE, FAILED)
-SUBSCRIPTION: Final = "subscription"
-FHIRREF: Final = "fhirref"  # kind: a reference still to be fetched (then rewritten to docref)
+# The job values and states are re-exported: callers use store.Job, store.DONE, ...
+__all__ = [
+    "DONE",
+    "FAILED",
+    "FHIRREF",
+    "PENDING",
+    "PROCESSING",
+    "RECEIVED",
+    "SKIPPED",
+    "STATUSES",
+    "SUBSCRIPTION",
+    "Base",
+    "IntakeStore",
+    "Job",
+    "JobOutcome",
+    "JobRow",
+    "NewJob",
+]
 _MIGRATIONS: Final = Path(__file__).with_name("migrations")
 
 
@@ -102,74 +124,6 @@ class JobRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     doc_key: Mapped[str | None] = mapped_column(String(512), index=True)
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A validated payload, not yet stored (built by :mod:`.intake`)."""
-
-    source: str  # grpc | mllp | subscription
-    kind: str  # text | hl7 | docref
-    payload: bytes
-    sha256: str
-    dedup_key: str | None = None
-    params: str = "{}"  # JSON: references that travel with a text payload
-    owner: str = ""  # channel:principal; already folded into sha256 and dedup_key
-    #: True when the identity names one immutable version (MSH-10, versionId):
-    #: other content under it is a conflict; False lets it supersede.
-    versioned: bool = True
-    #: Which field carries the identity, for the conflict error (never its value).
-    identity_field: str = ""
-    #: Hash of what would be extracted (notes, patient): equal under one
-    #: identity means a resend, even when the bytes differ.
-    content_sha256: str | None = None
-    #: UTF-8 size of the longest note in the payload (checked against max_note_bytes).
-    longest_note: int = 0
-    #: What the payload held that will not become output (named in the ACK / response).
-    warnings: tuple[str, ...] = ()
-    #: The sender's identity of the document across its versions (owner-scoped;
-    #: None when the payload holds no single identified document).
-    doc_key: str | None = None
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """What processing one job came to, as :meth:`IntakeStore.finish` records it."""
-
-    job_id: str
-    status: str  # DONE or FAILED
-    error: str | None = None  # the public message of a failure
-    result: str = ""  # the result JSON; empty when failed
-    model: str = ""  # model id and backend of the extraction; empty when failed
-    backend: str = ""
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    source: str
-    kind: str
-    payload: bytes
-    sha256: str
-    dedup_key: str | None
-    params: str
-    received_at: datetime
-    status: str
-    error: str | None
-    result: str | None  # JSON {"bundle": ..., "documents": [...]}
-    model_id: str | None
-    backend: str | None
-    attempts: int
-    completions: int
-    writeback: str | None = None
-    writeback_attempts: int = 0
-    writeback_error: str | None = None
-    next_attempt_at: datetime | None = None
-    owner: str | None = None
-    superseded_by: str | None = None
-    supersedes: str | None = None
-    content_sha256: str | None = None
-    doc_key: str | None = None
 
 
 def _job(row: JobRow) -> Job:
