@@ -111,6 +111,8 @@ TEACHERS := $(subst $(space),$(comma),$(foreach s,$(TEACHER_SEEDS),build/teacher
 # One label set per teacher set, shared by the dev and the all-notes student.
 DISTILL_LABELS ?= build/distill-labels-s$(subst $(space),-,$(strip $(TEACHER_SEEDS)))
 STUDENT_SPLIT := $(if $(filter all,$(STUDENT_NOTES)),--all-notes,)
+# Flags for the student alone, e.g. STUDENT_ARGS="--soft-relations --min-confidence 0.95".
+STUDENT_ARGS ?=
 distill: train-deps
 	for s in $(TEACHER_SEEDS); do test -f build/teacher-s$$s/model_card.json || \
 	    $(BIN)/kiwi-fhir train --data $(DATA) --out build/teacher-s$$s --epochs $(EPOCHS) \
@@ -118,7 +120,7 @@ distill: train-deps
 	$(BIN)/python -m kiwi_fhir.training.distill $(TEACHERS) --data $(DATA)
 	$(BIN)/kiwi-fhir train --data $(DATA) --out $(DISTILL_OUT) --epochs $(EPOCHS) $(STUDENT_SPLIT) \
 	    --pseudo-data $(UNLABELED) --pseudo-epochs $(PSEUDO_EPOCHS) --distill-teachers $(TEACHERS) \
-	    --distill-labels $(DISTILL_LABELS)
+	    --distill-labels $(DISTILL_LABELS) $(STUDENT_ARGS)
 
 bench: train-deps
 	$(BIN)/python benchmarks/bench_extract.py --model $(MODEL_OUT)

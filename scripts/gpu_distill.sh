@@ -16,7 +16,8 @@
 # PSEUDO_EPOCHS (1), PRETRAIN_EPOCHS (0: none), STUDENT_NOTES ("dev": the
 # 80-note split, scored on dev; "all": every note, the shipping candidate),
 # KIWI_GPU_ARGS (extra train arguments for every run, e.g. "--max-notes 4"
-# for a dry run), KIWI_GPU_PSEUDO_NOTES (all), KIWI_GPU_WORK (/tmp/kiwi-gpu).
+# for a dry run), STUDENT_ARGS (extra arguments of the student alone, e.g.
+# "--soft-relations"), KIWI_GPU_PSEUDO_NOTES (all), KIWI_GPU_WORK (/tmp/kiwi-gpu).
 set -euo pipefail
 : "${OUT:?set OUT: the folder whose files come back}"
 PACK=${KIWI_GPU_PACK:-.gpu}
@@ -27,6 +28,7 @@ PSEUDO_EPOCHS=${PSEUDO_EPOCHS:-1}
 PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-0}
 STUDENT_NOTES=${STUDENT_NOTES:-dev}
 read -r -a EXTRA <<< "${KIWI_GPU_ARGS:-}"
+read -r -a STUDENT_EXTRA <<< "${STUDENT_ARGS:-}"
 PSEUDO_LIMIT=()
 [ -n "${KIWI_GPU_PSEUDO_NOTES:-}" ] && PSEUDO_LIMIT=(--pseudo-notes "$KIWI_GPU_PSEUDO_NOTES")
 
@@ -77,7 +79,7 @@ SPLIT=()
 KIWI_FHIR_TRAIN_THREADS=16 kiwi train --data "$DATA" --out "$W/student" --encoder "$ENC" \
     --epochs "$EPOCHS" "${SPLIT[@]}" --pseudo-data "$W/unlabeled" \
     --pseudo-epochs "$PSEUDO_EPOCHS" "${PSEUDO_LIMIT[@]}" --distill-teachers "$LIST" \
-    "${EXTRA[@]}"
+    "${EXTRA[@]}" "${STUDENT_EXTRA[@]}"
 stamp "done; packing \$OUT"
 
 S=$W/student

@@ -117,6 +117,7 @@ def test_device_script_runs_end_to_end_and_unpacks_to_a_working_model(
         "EPOCHS": "1",
         "KIWI_GPU_ARGS": "--max-notes 3",
         "KIWI_GPU_PSEUDO_NOTES": "2",
+        "STUDENT_ARGS": "--soft-relations",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # python3 = this one
     }
     run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_distill.sh")], cwd=ROOT, env=env,
@@ -144,6 +145,7 @@ def test_device_script_runs_end_to_end_and_unpacks_to_a_working_model(
     note = "Patient denies chest pain. Started aspirin 81 mg daily."
     card = json.loads((model / "model_card.json").read_text(encoding="utf-8"))
     assert card["distill_teachers"] == ["teacher-s13", "teacher-s14"]
+    assert card["soft_relations"]  # STUDENT_ARGS reached the student
     assert "int8" in card["dev_metrics"]  # scored where it was trained
     assert "ner" in json.loads((model / "ensemble.json").read_text(encoding="utf-8"))["dev_f1_ci"]
     [ex] = OnnxExtractor(model, precision="int8").extract([Document("n1", note)])

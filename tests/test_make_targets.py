@@ -60,3 +60,11 @@ def test_the_all_notes_student_shares_the_dev_students_teachers_and_labels() -> 
     assert not ship[0].all_notes  # the teachers never see the dev notes either way
     for flag in ("distill_teachers", "distill_labels", "pseudo_data", "pseudo_epochs"):
         assert getattr(ship[-1], flag) == getattr(dev_run, flag), flag
+
+
+def test_student_args_reach_the_student_alone() -> None:
+    cmds = _train_commands("distill", "STUDENT_ARGS=--soft-relations --min-confidence 0.95")
+    parsed = [build_parser().parse_args(c) for c in cmds]
+    assert parsed[-1].soft_relations and parsed[-1].min_confidence == 0.95
+    assert not parsed[0].soft_relations and parsed[0].min_confidence == 0.0  # the teachers
+
