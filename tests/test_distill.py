@@ -219,3 +219,37 @@ def test_distill_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "--soft-relations: needs --distill-teachers" in capsys.readouterr().err
     assert main(base) == 2  # no .txt notes to label
     assert "no .txt notes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("soft_relations", [False, True])
+def test_the_distill_stage_hands_the_student_link_scores_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, soft_relations: bool
+) -> None:
+    import argparse
+
+    from kiwi_fhir.training import stages
+
+    notes = tmp_path / "unlabeled"
+    notes.mkdir()
+    for i, text in NOTES.items():
+        (notes / f"{i}.txt").write_text(text, encoding="utf-8")
+    args = argparse.Namespace(
+        min_confidence=0.0, replace_prob=0.0, distill_teachers=str(default_model_dir()),
+        pseudo_data=str(notes), pseudo_notes=None, distill_labels=str(tmp_path / "labels"),
+        selftrain_dir=None, soft_relations=soft_relations,
+    )  # fmt: skip
+    got: dict[str, Any] = {}
+
+    def capture(*a: Any, soft: Any, labels_key: str) -> Path:
+        got.update(soft=soft, key=labels_key)
+        return tmp_path
+
+    monkeypatch.setattr(stages, "_encoder_stage", capture)
+    stages.distill_stage(args, Any, Path(), [], [], tmp_path / "m", {})  # type: ignore[arg-type]
+    links = [s.links for s in got["soft"].values()]
+    assert set(got["soft"]) == set(NOTES)
+    # soft: the scored pairs travel; hard: none, so the pairs train on 0/1 links
+    assert any(links) if soft_relations else not any(links)
+    digest = json.loads((tmp_path / "labels" / "labels.json").read_text())["digest"]
+    # the two students' encoder stages never reuse each other (the key differs)
+    assert got["key"] == (f"{digest}:soft-relations" if soft_relations else digest)
