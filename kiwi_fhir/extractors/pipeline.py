@@ -254,7 +254,12 @@ class BertPipeline:
         given: Sequence[Entity] | None,
         model_id: str,
         backend: str,
+        pair_scores: dict[tuple[str, str], float] | None = None,
     ) -> Extraction:
+        """``pair_scores``, when given, receives the link probability of every
+        candidate pair scored, by (entity id, modifier id), before the
+        threshold and the same-clause rule pick the links (distillation's
+        soft relation targets)."""
         text = doc.text
         if not note.n_words:
             return Extraction(document=doc, model=model_id, backend=backend)
@@ -290,7 +295,11 @@ class BertPipeline:
                 n += 1
             used.add(f"T{n}")
             modifiers.append(Modifier(**self._mention(f"T{n}", s, note, text, backend)))
-        relations = self._relate(runner, text, note, i, ents_w, mods_w, hidden)
+        scored: list[tuple[int, int, float]] | None = None if pair_scores is None else []
+        relations = self._relate(runner, text, note, i, ents_w, mods_w, hidden, scored)
+        if pair_scores is not None:
+            for ei, mi, prob in scored or ():
+                pair_scores[(ent_ids[ei], modifiers[mi].id)] = prob
         return Extraction(
             document=doc,
             entities=tuple(entities),
@@ -334,6 +343,7 @@ class BertPipeline:
         ents: Sequence[WordSpan],
         mods: Sequence[WordSpan],
         hidden: dict[tuple[int, int], FloatArray],
+        scored: list[tuple[int, int, float]] | None = None,
     ) -> list[tuple[int, int, float]]:
         if not ents or not mods:
             return []
@@ -347,6 +357,11 @@ class BertPipeline:
         if not keep:
             return []
         probs = _sigmoid(runner.relate(np.stack(reprs), feats[keep]))
+        if scored is not None:
+            scored.extend(
+                (pairs[j][0], pairs[j][1], round(float(p), 4))
+                for j, p in zip(keep, probs.tolist(), strict=True)
+            )
         links = [
             (pairs[j][0], pairs[j][1], round(float(p), 4))
             for j, p in zip(keep, probs.tolist(), strict=True)

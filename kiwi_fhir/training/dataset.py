@@ -60,9 +60,7 @@ class SoftLabels:
         return SoftLabels(self.main, self.mod)
 
 
-def word_spans(note: EncodedNote, mentions: Sequence[Mention]) -> list[tuple[WordSpan, str]]:
-    """Each mention's word span (label kept) and id; mentions that do not
-    start and end on words are left out."""
+def _word_spans(note: EncodedNote, mentions: Sequence[Mention]) -> list[tuple[WordSpan, str]]:
     out = []
     for m in mentions:
         ws = char_to_word_span(note, m.start, m.end)
@@ -104,8 +102,8 @@ def note_samples(
     mod = tags_for_spans(
         note.word_spans, [(m.label, m.start, m.end) for m in gold.modifiers], MOD_TAGS
     )
-    ents = word_spans(note, gold.entities)
-    mods = word_spans(note, gold.modifiers)
+    ents = _word_spans(note, gold.entities)
+    mods = _word_spans(note, gold.modifiers)
     links = soft.links if soft is not None else {}
     linked = {(r.entity_id, r.modifier_id) for r in gold.relations}
     sent, newline = word_context(text, note)

@@ -35,11 +35,11 @@ from tqdm import tqdm
 
 from kiwi_fhir.core import Document, Entity, Extraction, Modifier, Relation
 from kiwi_fhir.errors import InputError
-from kiwi_fhir.extractors.decode import MAIN_TAGS, MOD_TAGS, pair_candidates
-from kiwi_fhir.extractors.encoding import EncodedNote, batch_windows
+from kiwi_fhir.extractors.decode import MAIN_TAGS, MOD_TAGS
+from kiwi_fhir.extractors.encoding import batch_windows
 from kiwi_fhir.extractors.onnx import OrtRunner, pipeline_for, read_model_config
-from kiwi_fhir.extractors.pipeline import BertPipeline, gather_pairs, word_context
-from kiwi_fhir.training.dataset import SoftLabels, word_spans
+from kiwi_fhir.extractors.pipeline import BertPipeline
+from kiwi_fhir.training.dataset import SoftLabels
 
 Floats = NDArray[np.float32]
 SOFT_FILE, META_FILE = "soft.npz", "labels.json"
@@ -152,28 +152,11 @@ def label_note(t: Teachers, doc: Document) -> tuple[Extraction, Floats, Floats, 
             main[owned] = _softmax(main_l[row, pos])
             mod[owned] = _softmax(mod_l[row, pos])
             hidden[(0, k)] = hid[row]
-    ex = pipe._decode(t.runner, doc, note, 0, main, mod, hidden, None, "ensemble", "distill")
-    return ex, main, mod, _links(t, ex, note, hidden)
-
-
-def _links(t: Teachers, ex: Extraction, note: EncodedNote, hidden: dict[Any, Floats]) -> Links:
-    """Every candidate pair the pipeline scores between the decoded spans,
-    with its averaged link probability (before the link threshold and the
-    same-clause rule, which decide the decoded links)."""
-    ents, mods = word_spans(note, ex.entities), word_spans(note, ex.modifiers)
-    if not ents or not mods:
-        return {}
-    sent, newline = word_context(ex.document.text, note)
-    spans_e, spans_m = [w for w, _ in ents], [w for w, _ in mods]
-    pairs, feats = pair_candidates(spans_e, spans_m, sent, newline)
-    reprs, keep = gather_pairs(note, pairs, spans_e, spans_m, lambda k: hidden[(0, k)])
-    if not keep:
-        return {}
-    probs = 1 / (1 + np.exp(-t.runner.relate(np.stack(reprs), feats[keep])))
-    return {
-        (ents[pairs[j][0]][1], mods[pairs[j][1]][1]): round(float(p), 4)
-        for j, p in zip(keep, probs.tolist(), strict=True)
-    }
+    links: Links = {}
+    ex = pipe._decode(
+        t.runner, doc, note, 0, main, mod, hidden, None, "ensemble", "distill", pair_scores=links
+    )
+    return ex, main, mod, links
 
 
 def confidence(main: Floats) -> float:
