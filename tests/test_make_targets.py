@@ -37,12 +37,12 @@ def _train_commands(target: str, *assign: str) -> list[list[str]]:
 
 @pytest.mark.parametrize(
     ("target", "first"),
-    [("model", {"all_notes": True}), ("cv", {"fold": "1/3"}), ("distill", {"seed": 13})],
+    [("model", {"seed": 13}), ("cv", {"fold": "1/3"}), ("distill", {"seed": 13})],
 )
 def test_training_targets_use_flags_the_cli_has(target: str, first: dict[str, object]) -> None:
     cmds = _train_commands(target, "TEACHER_SEEDS=13 14")
     parsed = [build_parser().parse_args(c) for c in cmds]  # exits on an unknown flag
-    assert len(parsed) == (2 if target == "distill" else 1)  # a loop body is printed once
+    assert len(parsed) == (1 if target == "cv" else 2)  # a loop body is printed once
     assert {k: getattr(parsed[0], k) for k in first} == first
     assert parsed[0].epochs == 36
     if target == "distill":  # the teachers' loop, then the student
@@ -51,6 +51,11 @@ def test_training_targets_use_flags_the_cli_has(target: str, first: dict[str, ob
         assert student.pseudo_data and student.pseudo_epochs == 1
         assert not any(p.all_notes for p in parsed)  # dev stays held out: it scores them
         assert student.distill_labels == "build/distill-labels-s13-14"
+    if target == "model":  # the shipped recipe: one teacher, whatever TEACHER_SEEDS says
+        teacher, student = parsed
+        assert not teacher.all_notes and student.all_notes
+        assert student.distill_teachers == "build/teacher-s13" and student.out == "build/model"
+        assert student.pseudo_data and student.distill_labels == "build/distill-labels-s13"
 
 
 def test_the_all_notes_student_shares_the_dev_students_teachers_and_labels() -> None:
