@@ -72,4 +72,3 @@ def test_student_args_reach_the_student_alone() -> None:
     parsed = [build_parser().parse_args(c) for c in cmds]
     assert parsed[-1].soft_relations and parsed[-1].min_confidence == 0.95
     assert not parsed[0].soft_relations and parsed[0].min_confidence == 0.0  # the teachers
-
